@@ -1,0 +1,31 @@
+"""The sluice exception hierarchy.
+
+Every public entry point raises a subclass of :class:`SluiceError` with a message a user can act on;
+the CLI prints that message on one line and exits non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    """Base class of every error sluice raises on purpose."""
+
+
+class ConfigurationError(SluiceError):
+    """A setting is missing or malformed (the message names the variable and the bad value)."""
+
+
+class InvalidInput(SluiceError, ValueError):
+    """A caller passed an argument sluice cannot work with."""
+
+
+class BackendUnavailable(SluiceError):
+    """A service (Redis, the database, the broker) could not be reached or failed mid-operation."""
+
+
+class CodecError(SluiceError):
+    """A stored value could not be encoded or decoded (never executed: there is no pickle)."""
+
+
+class ProviderError(SluiceError):
+    """An AI provider call failed after its retries; the message never contains the API key."""

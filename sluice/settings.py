@@ -1,0 +1,192 @@
+"""One frozen :class:`Settings` object read from the environment.
+
+Every option is a ``SLUICE_*`` variable, except the guide's rollback flags, which keep their own names
+(``CACHE_ENABLED``, ``ASYNC_PROCESSING_ENABLED``, ``QUERY_CACHE_ENABLED``, ``CDN_COMPRESSION_ENABLED``).
+With nothing set, everything lives under one data directory and no service is needed: the broker is
+kombu's filesystem transport, results and the database are SQLite files, the shared store is diskcache.
+Values are validated when they are read, so a typo fails at start-up with the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from sluice.errors import ConfigurationError
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory", "sqla+sqlite"}
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg"}
+AI_PROVIDERS = {"local", "openai"}
+CODECS = {"json", "msgpack"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of sluice's configuration. Build it with :func:`load_settings`; never mutate it."""
+
+    data_dir: Path
+    broker_url: str
+    result_backend: str
+    redis_url: str | None
+    database_url: str
+    key_prefix: str = "sluice:"
+    codec: str = "msgpack"
+    compress_min_bytes: int = 1024
+    ai_provider: str = "local"
+    ai_model: str = "sluice-local-1"
+    ai_base_url: str = "https://api.openai.com/v1"
+    ai_api_key: str | None = field(default=None, repr=False)
+    ai_embedding_model: str = "text-embedding-3-small"
+    ai_timeout: float = 60.0
+    ai_max_retries: int = 4
+    max_file_bytes: int = 1_048_576
+    worker_concurrency: int = 2
+    task_timeout: float = 600.0
+    log_level: str = "INFO"
+    cache_enabled: bool = True
+    async_processing_enabled: bool = True
+    query_cache_enabled: bool = True
+    cdn_compression_enabled: bool = True
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when the broker needs no server (the command starts its own worker)."""
+        return self.broker_url.startswith(("filesystem://", "memory://"))
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T], minimum: float) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a valid {kind.__name__}; set it to a number >= {minimum:g}"
+        ) from None
+    if value < minimum:  # type: ignore[operator]
+        raise ConfigurationError(f"{name}={raw!r} is below the minimum {minimum:g}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={env[name]!r} is not a boolean; use true or false")
+
+
+def _url(value: str, name: str, schemes: set[str]) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={value!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        allowed = ", ".join(sorted(schemes))
+        raise ConfigurationError(
+            f"{name}={value!r} has scheme {parts.scheme or '(none)'!r}; expected one of: {allowed}"
+        )
+    network = parts.scheme not in {"sqlite", "filesystem", "memory", "sqla+sqlite", "unix"}
+    if network and not parts.hostname:
+        raise ConfigurationError(f"{name}={value!r} has no host name")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
+    value = _str(env, name, default).lower()
+    if value not in choices:
+        raise ConfigurationError(f"{name}={value!r} must be one of: {', '.join(sorted(choices))}")
+    return value
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sluice"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every option; raise :class:`ConfigurationError` on the first bad one."""
+    env = os.environ if env is None else env
+    data_dir = Path(_str(env, "SLUICE_DATA_DIR", str(default_data_dir()))).expanduser().resolve()
+    database_url = _url(
+        _str(env, "SLUICE_DATABASE_URL", f"sqlite:///{data_dir / 'sluice.db'}"),
+        "SLUICE_DATABASE_URL",
+        DATABASE_SCHEMES,
+    )
+    if database_url.startswith("postgresql://"):
+        # SQLAlchemy's bare postgresql:// means psycopg2; sluice ships psycopg 3.
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+    broker_url = _url(
+        _str(env, "SLUICE_BROKER_URL", "filesystem://"), "SLUICE_BROKER_URL", BROKER_SCHEMES
+    )
+    redis_raw = env.get("SLUICE_REDIS_URL", "").strip()
+    redis_url = _url(redis_raw, "SLUICE_REDIS_URL", REDIS_SCHEMES) if redis_raw else None
+    result_backend = _str(env, "SLUICE_RESULT_BACKEND", f"db+sqlite:///{data_dir / 'results.db'}")
+    if not result_backend.startswith(("db+", "redis://", "rediss://", "rpc://")):
+        raise ConfigurationError(
+            f"SLUICE_RESULT_BACKEND={result_backend!r} must be a redis:// or db+<sqlalchemy url>"
+        )
+    ai_model_default = "sluice-local-1"
+    provider = _choice(env, "SLUICE_AI_PROVIDER", "local", AI_PROVIDERS)
+    if provider == "openai":
+        ai_model_default = "gpt-4o-mini"
+    return Settings(
+        data_dir=data_dir,
+        broker_url=broker_url,
+        result_backend=result_backend,
+        redis_url=redis_url,
+        database_url=database_url,
+        key_prefix=_str(env, "SLUICE_KEY_PREFIX", "sluice:"),
+        codec=_choice(env, "SLUICE_CODEC", "msgpack", CODECS),
+        compress_min_bytes=_number(env, "SLUICE_COMPRESS_MIN_BYTES", 1024, int, 0),
+        ai_provider=provider,
+        ai_model=_str(env, "SLUICE_AI_MODEL", ai_model_default),
+        ai_base_url=_url(
+            _str(env, "SLUICE_AI_BASE_URL", "https://api.openai.com/v1"),
+            "SLUICE_AI_BASE_URL",
+            {"http", "https"},
+        ),
+        ai_api_key=env.get("SLUICE_AI_API_KEY") or env.get("OPENAI_API_KEY") or None,
+        ai_embedding_model=_str(env, "SLUICE_AI_EMBEDDING_MODEL", "text-embedding-3-small"),
+        ai_timeout=_number(env, "SLUICE_AI_TIMEOUT", 60.0, float, 0.001),
+        ai_max_retries=_number(env, "SLUICE_AI_MAX_RETRIES", 4, int, 0),
+        max_file_bytes=_number(env, "SLUICE_MAX_FILE_BYTES", 1_048_576, int, 1),
+        worker_concurrency=_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
+        task_timeout=_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),
+        log_level=_choice(env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}).upper(),
+        cache_enabled=_flag(env, "CACHE_ENABLED", True),
+        async_processing_enabled=_flag(env, "ASYNC_PROCESSING_ENABLED", True),
+        query_cache_enabled=_flag(env, "QUERY_CACHE_ENABLED", True),
+        cdn_compression_enabled=_flag(env, "CDN_COMPRESSION_ENABLED", True),
+    )
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from ``os.environ``."""
+    return load_settings()
