@@ -53,6 +53,7 @@ class Settings:
     max_file_bytes: int = 1_048_576
     worker_concurrency: int = 2
     task_timeout: float = 600.0
+    retention_days: float = 30.0
     log_level: str = "INFO"
     cache_enabled: bool = True
     async_processing_enabled: bool = True
@@ -124,6 +125,15 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) 
     return value
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs and ``sluice config``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "sluice"
@@ -178,6 +188,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_file_bytes=_number(env, "SLUICE_MAX_FILE_BYTES", 1_048_576, int, 1),
         worker_concurrency=_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
         task_timeout=_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),
+        retention_days=_number(env, "SLUICE_RETENTION_DAYS", 30.0, float, 0.001),
         log_level=_choice(env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}).upper(),
         cache_enabled=_flag(env, "CACHE_ENABLED", True),
         async_processing_enabled=_flag(env, "ASYNC_PROCESSING_ENABLED", True),

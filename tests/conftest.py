@@ -8,11 +8,33 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+# Tests run on the embedded defaults in a private data directory, whatever the caller's shell has set;
+# tests that need services build their own environment from the fixtures below.
+for _name in list(os.environ):
+    if _name.startswith("SLUICE_") and not _name.startswith(("SLUICE_TEST_", "SLUICE_REQUIRE")):
+        del os.environ[_name]
+for _flag in (
+    "CACHE_ENABLED",
+    "ASYNC_PROCESSING_ENABLED",
+    "QUERY_CACHE_ENABLED",
+    "CDN_COMPRESSION_ENABLED",
+):
+    os.environ.pop(_flag, None)
+os.environ["SLUICE_DATA_DIR"] = tempfile.mkdtemp(prefix="sluice-test-")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 REQUIRE_SERVICES = os.environ.get("SLUICE_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -74,7 +96,99 @@ def pg_schema(postgres_url: str) -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in postgres_url else "?"
-    yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    yield f"{postgres_url}{sep}options=-csearch_path%3D{schema},public"
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment for a sluice subprocess: a private data dir plus ``extra`` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["SLUICE_DATA_DIR"] = str(tmp_path / "data")
+    env.update(extra)
+    return env
+
+
+def run_sluice(
+    *args: str, env: dict[str, str], timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``sluice`` command in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+class WorkerProcess:
+    """A ``celery -A sluice worker`` subprocess, stopped with a warm shutdown."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_file: Path,
+        queues: str = "critical,high,normal,low,batch",
+        concurrency: int = 2,
+    ) -> None:
+        self.log_file = log_file
+        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "sluice",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-n",
+                self.name,
+                "--loglevel",
+                "INFO",
+                "-f",
+                str(log_file),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_file.read_text()[-2000:]}")
+            if self.log_file.exists() and " ready." in self.log_file.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout}s: {self.log_file.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def redis_broker_url(redis_url: str) -> Iterator[str]:
+    """A Redis database of its own for Celery messages (db 14), emptied before and after."""
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + "/14"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()

@@ -1,0 +1,89 @@
+"""Celery settings for sluice, derived from :mod:`sluice.settings` (``SLUICE_*`` variables).
+
+Loaded by ``sluice.celery.app`` through ``config_from_object``. Every value a deployment may need
+to change is a ``SLUICE_*`` variable, so this module holds policy, not configuration.
+"""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from sluice.settings import get_settings
+from sluice.workers.priority import ALL_QUEUES, PRIORITY_QUEUES
+
+_settings = get_settings()
+
+#: Longest countdown/ETA sluice ever schedules (retries and rate-limit waits are capped to it).
+MAX_COUNTDOWN_SECONDS = 3600
+
+broker_url = _settings.broker_url
+result_backend = _settings.result_backend
+result_extended = True
+result_expires = 24 * 3600
+broker_connection_retry_on_startup = True
+
+# JSON only: nothing that crosses a process is ever pickled.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+event_serializer = "json"
+
+# A task is acknowledged after it ran, and redelivered if its worker dies mid-task.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+task_track_started = True
+task_send_sent_event = True
+worker_send_task_events = True
+
+task_queues = [Queue(name, routing_key=name) for name in ALL_QUEUES]
+task_default_queue = "normal"
+task_default_priority = 5
+task_queue_max_priority = 10
+task_routes = {"sluice.analyze_file": {"queue": "high"}}
+
+_broker_options: dict[str, object] = {}
+if _settings.broker_url.startswith(("redis://", "rediss://")):
+    # Drain queues in the order a worker lists them (critical first), and never redeliver a
+    # message whose countdown is still pending: the visibility timeout must exceed any countdown.
+    _broker_options = {
+        "queue_order_strategy": "priority",
+        "visibility_timeout": MAX_COUNTDOWN_SECONDS * 4,
+        "priority_steps": list(range(10)),
+        "sep": ":",
+    }
+elif _settings.embedded_broker:
+    _folder = str(_settings.broker_dir)
+    # kombu's filesystem transport polls once a second by default: far too slow for a CLI run.
+    _broker_options = {
+        "data_folder_in": _folder,
+        "data_folder_out": _folder,
+        "control_folder": str(_settings.data_dir / "broker-control"),
+        "store_processed": False,
+        "polling_interval": 0.005,
+    }
+broker_transport_options = _broker_options
+result_backend_transport_options = (
+    {"visibility_timeout": MAX_COUNTDOWN_SECONDS * 4}
+    if _settings.result_backend.startswith("redis")
+    else {}
+)
+database_engine_options = {"connect_args": {"timeout": 30}} if "sqlite" in result_backend else {}
+
+#: Priority workers drain these, in this order; batch workers run with ``-Q batch``.
+worker_default_queues = list(PRIORITY_QUEUES)
+
+# Beat: only tasks that exist are scheduled; later capabilities add their own entries.
+beat_schedule: dict[str, dict[str, object]] = {
+    "prune-analysis-sessions": {
+        "task": "sluice.prune_analysis_sessions",
+        "schedule": 24 * 3600.0,
+        "options": {"queue": "low", "priority": 3},
+    },
+}
+beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")
+
+timezone = "UTC"
+enable_utc = True

@@ -1,0 +1,231 @@
+"""``sluice analyze``: walk a tree, submit one HIGH-priority task per file, wait, summarise."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import TimeoutError as ResultTimeout
+from celery.result import AsyncResult
+from sqlalchemy import func, select
+
+from sluice.ai import SEVERITIES
+from sluice.analysis.service import analyze_source
+from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
+from sluice.db import AnalysisSession, CodeReviewResult, session_scope, upgrade
+from sluice.errors import BackendUnavailable, InvalidInput, SluiceError
+from sluice.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+#: Called with (files done, files total) as results arrive.
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class AnalysisReport:
+    """The outcome of one analysis session."""
+
+    session_id: int
+    root: str
+    mode: str
+    files_total: int
+    files_done: int
+    duration_s: float
+    walk: WalkReport
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    by_severity: dict[str, int] = field(default_factory=dict)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def findings_total(self) -> int:
+        return sum(self.by_severity.values())
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files_done / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def run_analysis(
+    root: str | Path,
+    *,
+    rules: Sequence[str] | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    settings: Settings | None = None,
+) -> AnalysisReport:
+    """Analyse every source file under ``root`` and return the session's report.
+
+    ``workers``: how many worker processes to start for this run (``None``: an embedded worker when
+    the broker is embedded, otherwise the already running ``celery -A sluice worker`` processes).
+    With ``ASYNC_PROCESSING_ENABLED=false`` the files are analysed inline in this process.
+    """
+    settings = settings or get_settings()
+    if workers is not None and workers < 0:
+        raise InvalidInput(f"workers must be >= 0, got {workers}")
+    started = time.perf_counter()
+    walk = WalkReport()
+    files = list(walk_tree(root, settings.max_file_bytes, walk))
+    upgrade()
+    session_id = _create_session(Path(root).resolve(), len(files), settings)
+    notify = progress or (lambda done, total: None)
+    notify(0, len(files))
+    rule_list = list(rules) if rules else None
+    if not settings.async_processing_enabled:
+        mode = "inline (ASYNC_PROCESSING_ENABLED=false)"
+        failed = _run_inline(session_id, files, rule_list, notify)
+    else:
+        if workers is None:
+            workers = settings.worker_concurrency if settings.embedded_broker else 0
+        mode = f"embedded worker x{workers}" if workers else "external workers"
+        failed = _run_on_celery(session_id, files, rule_list, workers, settings, notify)
+    report = AnalysisReport(
+        session_id=session_id,
+        root=str(root),
+        mode=mode,
+        files_total=len(files),
+        files_done=len(files) - len(failed),
+        duration_s=time.perf_counter() - started,
+        walk=walk,
+        failed=failed,
+    )
+    _finish_session(report)
+    return report
+
+
+def _create_session(root: Path, total: int, settings: Settings) -> int:
+    with session_scope() as db:
+        row = AnalysisSession(
+            status="running",
+            root_path=str(root),
+            provider=settings.ai_provider,
+            model=settings.ai_model,
+            files_total=total,
+        )
+        db.add(row)
+        db.flush()
+        return row.id
+
+
+def _run_inline(
+    session_id: int, files: list[SourceFile], rules: list[str] | None, notify: ProgressCallback
+) -> list[tuple[str, str]]:
+    failed = []
+    for done, source in enumerate(files, 1):
+        try:
+            analyze_source(session_id, source.path, source.content, source.language, rules)
+        except SluiceError as exc:
+            failed.append((source.path, str(exc)))
+        notify(done, len(files))
+    return failed
+
+
+def _run_on_celery(
+    session_id: int,
+    files: list[SourceFile],
+    rules: list[str] | None,
+    workers: int,
+    settings: Settings,
+    notify: ProgressCallback,
+) -> list[tuple[str, str]]:
+    from sluice.analysis.tasks import analyze_file
+    from sluice.celery import app
+    from sluice.workers.embedded import EmbeddedWorker
+    from sluice.workers.priority import Priority, route
+
+    worker = None
+    if workers:
+        worker = EmbeddedWorker(workers, settings.data_dir / "logs" / "embedded-worker.log")
+        worker.start()
+    else:
+        _require_external_workers(app, settings)
+    try:
+        results = [
+            analyze_file.apply_async(
+                args=(session_id, f.path, f.content, f.language, rules), **route(Priority.HIGH)
+            )
+            for f in files
+        ]
+        return _collect(results, files, settings, notify, worker.check_alive if worker else None)
+    finally:
+        if worker:
+            worker.stop()
+
+
+def _require_external_workers(app: Any, settings: Settings) -> None:
+    try:
+        replies = app.control.ping(timeout=2.0)
+    except Exception as exc:  # kombu raises transport-specific errors
+        raise BackendUnavailable(f"cannot reach the broker: {exc}") from None
+    if not replies:
+        raise BackendUnavailable(
+            "no Celery worker answered a ping; start one with `celery -A sluice worker` "
+            "or pass --workers N to start workers for this run"
+        )
+
+
+def _collect(
+    results: list[AsyncResult],
+    files: list[SourceFile],
+    settings: Settings,
+    notify: ProgressCallback,
+    check_worker: Callable[[], None] | None,
+) -> list[tuple[str, str]]:
+    """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds."""
+    failed = []
+    last_progress = time.monotonic()
+    for done, (result, source) in enumerate(zip(results, files, strict=True), 1):
+        while True:
+            try:
+                value = result.get(timeout=1.0, interval=0.02, propagate=False)
+                break
+            except ResultTimeout:
+                if check_worker:
+                    check_worker()
+                if time.monotonic() - last_progress > settings.task_timeout:
+                    raise BackendUnavailable(
+                        f"no task finished for {settings.task_timeout:.0f}s; "
+                        f"{len(results) - done + 1} files are still queued and will be stored "
+                        "when workers process them"
+                    ) from None
+        last_progress = time.monotonic()
+        if result.failed():
+            failed.append((source.path, f"{type(value).__name__}: {value}"))
+        result.forget()
+        notify(done, len(files))
+    return failed
+
+
+def _finish_session(report: AnalysisReport) -> None:
+    with session_scope() as db:
+        session = db.get(AnalysisSession, report.session_id)
+        assert session is not None
+        session.status = "failed" if report.failed else "completed"
+        session.finished_at = datetime.now(UTC)
+        counts = db.execute(
+            select(CodeReviewResult.severity, func.count())
+            .where(CodeReviewResult.session_id == report.session_id)
+            .group_by(CodeReviewResult.severity)
+        ).all()
+        report.by_severity = {s: n for s, n in sorted(counts, key=lambda r: SEVERITIES.index(r[0]))}
+        rows = db.scalars(
+            select(CodeReviewResult).where(CodeReviewResult.session_id == report.session_id)
+        ).all()
+        report.findings = sorted(
+            (
+                {
+                    "path": r.file_path,
+                    "line": r.line,
+                    "severity": r.severity,
+                    "rule": r.rule,
+                    "message": r.message,
+                }
+                for r in rows
+            ),
+            key=lambda f: (SEVERITIES.index(f["severity"]), f["path"], f["line"], f["rule"]),
+        )

@@ -1,0 +1,95 @@
+"""Analyse one file and store its findings: the body of the ``sluice.analyze_file`` task."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from sluice.ai import AIProvider, get_provider
+from sluice.db import AnalysisSession, AnalyzedFile, CodeReviewResult, session_scope
+from sluice.errors import InvalidInput
+from sluice.settings import get_settings
+
+
+def analyze_source(
+    session_id: int,
+    path: str,
+    content: str,
+    language: str,
+    rules: list[str] | None = None,
+    provider: AIProvider | None = None,
+) -> dict[str, Any]:
+    """Run the provider on one file and write its findings, replacing any earlier write.
+
+    Idempotent per ``(session_id, path)``: a redelivered task (late acks, a killed worker) rewrites
+    the same rows instead of adding duplicates. Returns a JSON-safe summary for the task result.
+    """
+    if not isinstance(session_id, int) or session_id <= 0:
+        raise InvalidInput(f"session_id must be a positive integer, got {session_id!r}")
+    if not path:
+        raise InvalidInput("path must not be empty")
+    settings = get_settings()
+    provider = provider or get_provider(settings)
+    started = time.perf_counter()
+    result = provider.analyze(content, language, rules, settings.ai_model)
+    duration_ms = (time.perf_counter() - started) * 1000
+    with session_scope() as db:
+        db.execute(
+            delete(CodeReviewResult).where(
+                CodeReviewResult.session_id == session_id, CodeReviewResult.file_path == path
+            )
+        )
+        db.execute(
+            delete(AnalyzedFile).where(
+                AnalyzedFile.session_id == session_id, AnalyzedFile.path == path
+            )
+        )
+        db.add(
+            AnalyzedFile(
+                session_id=session_id,
+                path=path,
+                language=language,
+                content_sha256=hashlib.sha256(content.encode()).hexdigest(),
+                findings_count=len(result.findings),
+                duration_ms=duration_ms,
+            )
+        )
+        db.add_all(
+            CodeReviewResult(
+                session_id=session_id,
+                file_path=path,
+                line=f.line,
+                column=f.column,
+                rule=f.rule,
+                severity=f.severity,
+                message=f.message,
+            )
+            for f in result.findings
+        )
+    return {
+        "path": path,
+        "findings": len(result.findings),
+        "by_severity": dict(Counter(f.severity for f in result.findings)),
+    }
+
+
+def prune_sessions(older_than_days: float | None = None) -> int:
+    """Delete sessions created more than ``older_than_days`` ago; return how many were deleted."""
+    days = get_settings().retention_days if older_than_days is None else older_than_days
+    if days <= 0:
+        raise InvalidInput(f"older_than_days must be positive, got {days}")
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    with session_scope() as db:
+        old = select(AnalysisSession.id).where(AnalysisSession.created_at < cutoff)
+        # Children first: SQLite enforces the foreign keys but cascades only with ON DELETE support on.
+        for model, column in (
+            (CodeReviewResult, CodeReviewResult.session_id),
+            (AnalyzedFile, AnalyzedFile.session_id),
+        ):
+            db.execute(delete(model).where(column.in_(old)))
+        return db.execute(delete(AnalysisSession).where(AnalysisSession.created_at < cutoff)).rowcount

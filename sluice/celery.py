@@ -1,0 +1,31 @@
+"""The Celery application: ``celery -A sluice worker|beat|flower|inspect`` find ``app`` here.
+
+Configuration comes from the top-level :mod:`celeryconfig` module, itself derived from
+:mod:`sluice.settings`. Task modules are listed in ``include`` so every worker process knows them.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+import celeryconfig
+from sluice.settings import get_settings
+
+TASK_MODULES = ["sluice.analysis.tasks"]
+
+
+def _prepare_embedded_dirs() -> None:
+    """Create the folders the embedded broker and SQLite files live in."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.embedded_broker:
+        settings.broker_dir.mkdir(exist_ok=True)
+        (settings.data_dir / "broker-control").mkdir(exist_ok=True)
+
+
+_prepare_embedded_dirs()
+
+app = Celery("sluice", include=TASK_MODULES)
+app.config_from_object(celeryconfig)
+
+__all__ = ["app"]

@@ -1,0 +1,207 @@
+"""The ``sluice`` command."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sluice.errors import InvalidInput, SluiceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err_console = Console(stderr=True)
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+
+
+def friendly_errors(func: F) -> F:
+    """Turn every :class:`SluiceError` into one line on stderr and a non-zero exit, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InvalidInput as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(2)
+        except SluiceError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sluice")
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level to stderr.")
+@friendly_errors
+def main(verbose: bool) -> None:
+    """sluice: AI code review on Celery, with caching, priority queues and query optimization.
+
+    Runs with no services on embedded defaults (data under $SLUICE_DATA_DIR, default
+    ~/.local/share/sluice); set SLUICE_BROKER_URL, SLUICE_REDIS_URL and SLUICE_DATABASE_URL to run on
+    Redis, PostgreSQL and separate `celery -A sluice worker` processes.
+    """
+    from sluice.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, settings.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option(
+    "--rules",
+    multiple=True,
+    metavar="RULE",
+    help="Only these rule categories or rule ids (repeatable), e.g. --rules security.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes to start for this run (default: 2 on the embedded broker, "
+    "0 = use running `celery -A sluice worker` processes when SLUICE_BROKER_URL is set).",
+)
+@click.option(
+    "--max-findings",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="How many findings to list (most severe first); the summary counts all of them.",
+)
+@friendly_errors
+def analyze(path: str, rules: tuple[str, ...], workers: int | None, max_findings: int) -> None:
+    """AI code review of every source file under PATH.
+
+    Each file becomes one HIGH-priority Celery task; workers store findings in the database.
+    Exits 1 if any file failed after its retries, 2 on bad input.
+    """
+    from sluice.analysis import run_analysis
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("analysing", total=None)
+        report = run_analysis(
+            path,
+            rules=rules or None,
+            workers=workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    _print_findings(report.findings[:max_findings], len(report.findings))
+    _print_summary(report)
+    if report.failed:
+        for file_path, error in report.failed:
+            err_console.print(f"[red]failed:[/red] {file_path}: {error}", highlight=False)
+        sys.exit(1)
+
+
+def _print_findings(findings: list[dict[str, Any]], total: int) -> None:
+    if not findings:
+        return
+    table = Table(title=f"Findings ({len(findings)} of {total})", title_justify="left")
+    for column in ("location", "severity", "rule", "message"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        style = SEVERITY_STYLE.get(f["severity"], "")
+        table.add_row(
+            f"{f['path']}:{f['line']}", f"[{style}]{f['severity']}[/]", f["rule"], f["message"]
+        )
+    console.print(table)
+
+
+def _print_summary(report: Any) -> None:
+    table = Table(title=f"Analysis session {report.session_id}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("root", report.root)
+    table.add_row("mode", report.mode)
+    table.add_row("files analysed", f"{report.files_done} of {report.files_total}")
+    skipped = sum(report.walk.skipped.values()) + len(report.walk.unreadable)
+    details = ", ".join(f"{n} {why}" for why, n in sorted(report.walk.skipped.items()))
+    table.add_row("files skipped", f"{skipped}" + (f" ({details})" if details else ""))
+    for path in report.walk.unreadable:
+        table.add_row("unreadable", path)
+    for severity, count in report.by_severity.items():
+        table.add_row(f"findings: {severity}", str(count))
+    table.add_row("findings total", str(report.findings_total))
+    table.add_row("duration", f"{report.duration_s:.2f} s")
+    table.add_row("throughput", f"{report.files_per_second:.1f} files/s")
+    console.print(table)
+
+
+@main.group()
+def db() -> None:
+    """Database migrations (Alembic revisions shipped with sluice)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@friendly_errors
+def db_upgrade(revision: str) -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    from sluice.db import current_revision, upgrade
+
+    upgrade(revision)
+    console.print(f"database at revision {current_revision() or 'base'}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@friendly_errors
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION (`base` removes every sluice table)."""
+    from sluice.db import current_revision, downgrade
+
+    downgrade(revision)
+    console.print(f"database at revision {current_revision() or 'base'}")
+
+
+@db.command("current")
+@friendly_errors
+def db_current() -> None:
+    """Print the revision the database is at."""
+    from sluice.db import current_revision
+
+    console.print(current_revision() or "base")
+
+
+@main.command("config")
+@friendly_errors
+def show_config() -> None:
+    """Print the effective settings (secrets hidden)."""
+    from sluice.settings import get_settings, redact_url
+
+    settings = get_settings()
+    table = Table(show_header=False)
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        if item.name == "ai_api_key":
+            shown = "(set)" if value else "(not set)"
+        elif isinstance(value, str) and "://" in value:
+            shown = redact_url(value)
+        else:
+            shown = str(value)
+        table.add_row(item.name, shown)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

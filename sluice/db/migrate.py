@@ -1,0 +1,50 @@
+"""Run the Alembic migrations shipped inside the package (``sluice db upgrade|downgrade``)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import OperationalError
+
+from sluice.db.engine import get_engine
+from sluice.errors import BackendUnavailable, InvalidInput
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "sluice:migrations")
+    return config
+
+
+def _run(engine: Engine, action: str, revision: str) -> None:
+    config = alembic_config(engine)
+    known = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
+    if revision not in known | {"head", "base"} and not revision.startswith(("+", "-")):
+        raise InvalidInput(f"unknown revision {revision!r}; known: {', '.join(sorted(known))}")
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            getattr(command, action)(config, revision)
+    except OperationalError as exc:
+        raise BackendUnavailable(f"database {engine.url!r} is unavailable: {exc.orig}") from None
+
+
+def upgrade(revision: str = "head", engine: Engine | None = None) -> None:
+    """Migrate the database up to ``revision``."""
+    _run(engine or get_engine(), "upgrade", revision)
+
+
+def downgrade(revision: str, engine: Engine | None = None) -> None:
+    """Migrate the database down to ``revision`` (``base`` drops everything sluice created)."""
+    _run(engine or get_engine(), "downgrade", revision)
+
+
+def current_revision(engine: Engine | None = None) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    engine = engine or get_engine()
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

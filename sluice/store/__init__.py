@@ -1,0 +1,68 @@
+"""sluice's shared store: one :class:`Store` interface, a Redis and a local-disk backend.
+
+Use :func:`get_store` to obtain the process's store: Redis when ``SLUICE_REDIS_URL`` is set,
+otherwise a diskcache directory under the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from sluice.settings import Settings, get_settings
+from sluice.store.base import Store, StoreLock, Subscription, TokenGrant
+from sluice.store.codec import MAX_DECOMPRESSED_BYTES, Codec
+from sluice.store.disk import DiskStore
+from sluice.store.redis import RedisStore
+
+__all__ = [
+    "MAX_DECOMPRESSED_BYTES",
+    "Codec",
+    "DiskStore",
+    "RedisStore",
+    "Store",
+    "StoreLock",
+    "Subscription",
+    "TokenGrant",
+    "get_store",
+    "reset_store_cache",
+]
+
+_stores: dict[tuple[int, Settings], Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(settings: Settings | None = None) -> Store:
+    """The store configured by ``settings`` (default: the process settings), one per process.
+
+    Stores are cached per ``os.getpid()``, so a forked Celery worker child opens its own connection
+    instead of sharing its parent's socket or SQLite handle.
+    """
+    settings = settings or get_settings()
+    pid = os.getpid()
+    with _stores_lock:
+        store = _stores.get((pid, settings))
+        if store is None:
+            # Entries made by the parent before a fork are dropped unclosed: closing them here
+            # would act on connections the parent still uses.
+            for stale in [key for key in _stores if key[0] != pid]:
+                del _stores[stale]
+            store = _stores[(pid, settings)] = _build(settings)
+        return store
+
+
+def _build(settings: Settings) -> Store:
+    codec = Codec(settings.codec, settings.compress_min_bytes)
+    if settings.redis_url:
+        return RedisStore(settings.redis_url, prefix=settings.key_prefix, codec=codec)
+    return DiskStore(settings.data_dir / "store", prefix=settings.key_prefix, codec=codec)
+
+
+def reset_store_cache() -> None:
+    """Close and forget this process's cached stores (for tests and settings reloads)."""
+    pid = os.getpid()
+    with _stores_lock:
+        for key, store in list(_stores.items()):
+            if key[0] == pid:
+                store.close()
+        _stores.clear()

@@ -1,0 +1,110 @@
+"""Turn stored values into bytes and back, without ever executing anything.
+
+Every payload starts with one header byte naming its format (JSON or msgpack) and whether the body
+is zlib-compressed, so a reader decodes whatever a writer with different settings produced. Anything
+else (an unknown header, garbage, a pickle, which starts with ``0x80``) raises :class:`CodecError`.
+
+Round-trips are value-preserving for ``None``, ``bool``, ``int``, ``float``, ``str``, lists and
+dicts; tuples come back as lists. msgpack also carries ``bytes``; JSON does not.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+import msgpack
+
+from sluice.errors import CodecError, InvalidInput
+
+# Decompressing more than this is refused, so a tiny hostile payload cannot exhaust memory.
+MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+
+_JSON = 0x01
+_MSGPACK = 0x02
+_ZLIB = 0x10
+_FORMATS: dict[str, int] = {"json": _JSON, "msgpack": _MSGPACK}
+_KNOWN_HEADERS = frozenset({_JSON, _MSGPACK, _JSON | _ZLIB, _MSGPACK | _ZLIB})
+
+
+class Codec:
+    """Encode values as self-describing bytes.
+
+    :param fmt: the format new values are written in; both formats are always readable.
+    :param compress_min_bytes: bodies at least this long are zlib-compressed when that saves space.
+    """
+
+    def __init__(self, fmt: str = "msgpack", compress_min_bytes: int = 1024) -> None:
+        if fmt not in _FORMATS:
+            raise InvalidInput(f"unknown codec format {fmt!r}; use one of: json, msgpack")
+        if compress_min_bytes < 0:
+            raise InvalidInput(f"compress_min_bytes must be >= 0, got {compress_min_bytes}")
+        self.fmt = fmt
+        self.compress_min_bytes = compress_min_bytes
+        self._header = _FORMATS[fmt]
+
+    def __repr__(self) -> str:
+        return f"Codec(fmt={self.fmt!r}, compress_min_bytes={self.compress_min_bytes})"
+
+    def encode(self, value: Any) -> bytes:
+        """Serialize ``value``; raise :class:`CodecError` naming the type that cannot be stored."""
+        body = self._serialize(value)
+        header = self._header
+        if len(body) >= self.compress_min_bytes:
+            packed = zlib.compress(body, 6)
+            if len(packed) < len(body):
+                body, header = packed, header | _ZLIB
+        return bytes((header,)) + body
+
+    def decode(self, data: bytes) -> Any:
+        """Deserialize bytes made by :meth:`encode`; raise :class:`CodecError` on anything else."""
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+            raise CodecError(
+                f"cannot decode {type(data).__name__} payload: expected non-empty bytes"
+            )
+        header, body = data[0], bytes(data[1:])
+        if header not in _KNOWN_HEADERS:
+            raise CodecError(
+                f"unknown payload header 0x{header:02x}: not written by sluice's codec "
+                "(pickled and foreign data are refused)"
+            )
+        if header & _ZLIB:
+            body = _inflate(body)
+        try:
+            if header & ~_ZLIB == _JSON:
+                return json.loads(body.decode("utf-8"))
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
+            raise CodecError(f"corrupt {self._name(header)} payload: {exc}") from exc
+
+    def _serialize(self, value: Any) -> bytes:
+        try:
+            if self.fmt == "json":
+                return json.dumps(
+                    value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                ).encode("utf-8")
+            return msgpack.packb(value, use_bin_type=True, datetime=False)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise CodecError(
+                f"cannot encode a value of type {type(value).__name__} as {self.fmt}: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _name(header: int) -> str:
+        return "json" if header & ~_ZLIB == _JSON else "msgpack"
+
+
+def _inflate(body: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(body, MAX_DECOMPRESSED_BYTES)
+    except zlib.error as exc:
+        raise CodecError(f"corrupt compressed payload: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise CodecError(
+            f"compressed payload expands beyond {MAX_DECOMPRESSED_BYTES} bytes; refusing it"
+        )
+    if not inflater.eof:
+        raise CodecError("truncated compressed payload")
+    return out

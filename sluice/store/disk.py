@@ -1,0 +1,399 @@
+"""The single-machine backend: a diskcache (SQLite) directory shared by every local process.
+
+Each multi-step operation runs inside ``cache.transact()``, one ``BEGIN IMMEDIATE`` SQLite
+transaction, which serializes writers across processes. Rows hold only bytes, str, int and float:
+:class:`SafeDisk` replaces diskcache's pickle serialization, so a tampered cache file can never make
+sluice execute code.
+
+Row kinds are told apart by diskcache's ``tag`` column: untagged bytes are codec values, untagged
+ints are counters, and tagged rows hold a counter hash, list metadata, bucket state or a lock owner.
+A list ``k`` is a metadata row ``[head, tail]`` plus one row per item at ``k + "\\0" + index``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_PICKLE, UNKNOWN
+
+from sluice.errors import BackendUnavailable, CodecError, InvalidInput
+from sluice.store.base import (
+    Store,
+    Subscription,
+    TokenGrant,
+    check_amount,
+    check_count,
+    check_key,
+    check_ttl,
+)
+from sluice.store.codec import Codec
+
+_HASH = "hash"
+_LIST = "list"
+_BUCKET = "bucket"
+_LOCK = "lock"
+
+# Seconds a writer waits for another process's transaction before BackendUnavailable.
+SQLITE_TIMEOUT = 60.0
+# Eviction is off, so this only has to exceed any realistic store; it is never a quota.
+SIZE_LIMIT = 2**40
+
+_PLAIN_TYPES = (bytes, str, int, float)
+
+
+class SafeDisk(diskcache.Disk):
+    """A diskcache serializer that stores only bytes, str, int and float, and never unpickles."""
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        """Refuse keys diskcache would pickle."""
+        if type(key) not in _PLAIN_TYPES:
+            raise CodecError(
+                f"disk store keys must be str/bytes/int/float, not {type(key).__name__}"
+            )
+        return super().put(key)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        """Refuse pickled keys (only a foreign writer or tampering can produce them)."""
+        if not raw:
+            raise CodecError("refusing a pickled key in the disk store")
+        return super().get(key, raw)
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+        """Refuse values diskcache would pickle, and file-like values."""
+        if read or type(value) not in _PLAIN_TYPES:
+            raise CodecError(
+                f"disk store values must be bytes/str/int/float, not {type(value).__name__}"
+            )
+        return super().store(value, read, key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        """Refuse pickled rows instead of loading them."""
+        if mode == MODE_PICKLE:
+            raise CodecError("refusing a pickled value in the disk store (it is never loaded)")
+        return super().fetch(mode, filename, value, read)
+
+
+class DiskStore(Store):
+    """A :class:`Store` in a local directory; safe across processes and threads on one machine.
+
+    :param directory: where the SQLite database and large values live (created if missing).
+    :param prefix: prepended to every key.
+    :param codec: how values are serialized (default: msgpack, compressed from 1 KiB).
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str], prefix: str = "sluice:", codec: Codec | None = None
+    ) -> None:
+        super().__init__(prefix)
+        self.directory = Path(directory)
+        self.codec = codec or Codec()
+        # Caches opened by an ancestor process: kept referenced so the child never finalizes (and
+        # thereby touches) SQLite handles it inherited across fork.
+        self._inherited: list[diskcache.Cache] = []
+        self._pid = os.getpid()
+        with self._guard():
+            self._opened = self._open()
+
+    def __repr__(self) -> str:
+        return f"DiskStore({str(self.directory)!r}, prefix={self.prefix!r})"
+
+    def _open(self) -> diskcache.Cache:
+        return diskcache.Cache(
+            str(self.directory),
+            timeout=SQLITE_TIMEOUT,
+            disk=SafeDisk,
+            # The store must never silently drop a counter or a queued item.
+            eviction_policy="none",
+            size_limit=SIZE_LIMIT,
+            statistics=False,
+        )
+
+    @property
+    def _cache(self) -> diskcache.Cache:
+        if self._pid != os.getpid():
+            self._inherited.append(self._opened)
+            self._opened = self._open()
+            self._pid = os.getpid()
+        return self._opened
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
+            raise BackendUnavailable(
+                f"disk store at {self.directory} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+    @contextmanager
+    def _txn(self) -> Iterator[diskcache.Cache]:
+        cache = self._cache
+        with self._guard(), cache.transact():
+            yield cache
+
+    def _read(self, full: str) -> tuple[Any, str | None]:
+        with self._guard():
+            return self._cache.get(full, tag=True)
+
+    def _decode_value(self, key: str, value: Any, tag: str | None) -> Any:
+        if tag is not None:
+            raise InvalidInput(f"key {key!r} holds a {tag}, not a value")
+        if not isinstance(value, bytes):
+            raise CodecError(f"key {key!r} holds a counter, not a codec value")
+        return self.codec.decode(value)
+
+    def _meta(self, key: str, value: Any, tag: str | None, kind: str) -> Any:
+        """Decode a tagged row of ``kind``; None when absent."""
+        if value is None:
+            return None
+        if tag != kind:
+            raise InvalidInput(f"key {key!r} does not hold a {kind}")
+        return self.codec.decode(value)
+
+    # -- plain values --------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any | None:
+        """See :meth:`Store.get`."""
+        value, tag = self._read(self._key(key))
+        return None if value is None else self._decode_value(key, value, tag)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """See :meth:`Store.set`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        data = self.codec.encode(value)
+        with self._txn() as cache:
+            self._drop(cache, full)
+            cache.set(full, data, expire=ttl)
+
+    def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        """See :meth:`Store.add`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        data = self.codec.encode(value)
+        with self._guard():
+            return bool(self._cache.add(full, data, expire=ttl))
+
+    def delete(self, *keys: str) -> int:
+        """See :meth:`Store.delete`."""
+        full = [self._key(key) for key in keys]
+        with self._txn() as cache:
+            return sum(self._drop(cache, name) for name in full)
+
+    def _drop(self, cache: diskcache.Cache, full: str) -> bool:
+        """Delete one key and, for a list, its items; call inside a transaction."""
+        value, tag = cache.get(full, tag=True)
+        if value is None:
+            return False
+        if tag == _LIST:
+            head, tail = self.codec.decode(value)
+            for index in range(head, tail):
+                cache.delete(_item(full, index))
+        cache.delete(full)
+        return True
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """See :meth:`Store.get_many`."""
+        found = {}
+        for key in keys:
+            value, tag = self._read(self._key(key))
+            if value is not None:
+                found[key] = self._decode_value(key, value, tag)
+        return found
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """See :meth:`Store.set_many`."""
+        ttl = check_ttl(ttl)
+        encoded = {self._key(key): self.codec.encode(value) for key, value in mapping.items()}
+        with self._txn() as cache:
+            for full, data in encoded.items():
+                self._drop(cache, full)
+                cache.set(full, data, expire=ttl)
+
+    def ttl(self, key: str) -> float | None:
+        """See :meth:`Store.ttl`."""
+        full = self._key(key)
+        with self._guard():
+            value, expire_time = self._cache.get(full, expire_time=True)
+        if value is None or expire_time is None:
+            return None
+        return max(0.0, expire_time - time.time())
+
+    def exists(self, key: str) -> bool:
+        """See :meth:`Store.exists`."""
+        full = self._key(key)
+        with self._guard():
+            return full in self._cache
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        """See :meth:`Store.incr`."""
+        full, amount, ttl = self._key(key), check_amount(amount), check_ttl(ttl)
+        with self._txn() as cache:
+            value, tag = cache.get(full, tag=True)
+            if value is None:
+                cache.set(full, amount, expire=ttl)
+                return amount
+            if tag is not None or type(value) is not int:
+                raise InvalidInput(f"key {key!r} does not hold a counter")
+            # diskcache's incr keeps the row's expiry, which a set() would reset.
+            return int(cache.incr(full, amount))
+
+    def get_counter(self, key: str) -> int:
+        """See :meth:`Store.get_counter`."""
+        value, tag = self._read(self._key(key))
+        if value is None:
+            return 0
+        if tag is not None or type(value) is not int:
+            raise InvalidInput(f"key {key!r} does not hold a counter")
+        return value
+
+    def hincr(self, key: str, field: str, amount: int = 1) -> int:
+        """See :meth:`Store.hincr`."""
+        full, field, amount = self._key(key), check_key(field), check_amount(amount)
+        with self._txn() as cache:
+            value, tag = cache.get(full, tag=True)
+            counters = self._meta(key, value, tag, _HASH) or {}
+            counters[field] = counters.get(field, 0) + amount
+            cache.set(full, self.codec.encode(counters), tag=_HASH)
+        return int(counters[field])
+
+    def hgetall_counters(self, key: str) -> dict[str, int]:
+        """See :meth:`Store.hgetall_counters`."""
+        value, tag = self._read(self._key(key))
+        counters = self._meta(key, value, tag, _HASH) or {}
+        return {name: int(count) for name, count in counters.items()}
+
+    def _take_token(self, full_key: str, rate: float, burst: float, tokens: float) -> TokenGrant:
+        with self._txn() as cache:
+            value, tag = cache.get(full_key, tag=True)
+            state = self._meta(full_key, value, tag, _BUCKET)
+            # Every local process shares the machine's wall clock, so time.time() is consistent.
+            now = time.time()
+            available, stamp = (burst, now) if state is None else state
+            available = min(burst, available + max(0.0, now - stamp) * rate)
+            granted = available >= tokens
+            wait = 0.0
+            if granted:
+                available -= tokens
+            else:
+                wait = (tokens - available) / rate
+            expire = max(1.0, 2 * burst / rate)
+            cache.set(full_key, self.codec.encode([available, now]), expire=expire, tag=_BUCKET)
+        return TokenGrant(granted, wait, available)
+
+    # -- locks ---------------------------------------------------------------------------------
+
+    def _lock_acquire(self, full_key: str, owner: str, lease: float) -> bool:
+        with self._guard():
+            # add() treats an expired row as absent, so a lapsed lease frees the lock.
+            return bool(self._cache.add(full_key, owner, expire=lease, tag=_LOCK))
+
+    def _lock_renew(self, full_key: str, owner: str, lease: float) -> bool:
+        with self._txn() as cache:
+            if cache.get(full_key) != owner:
+                return False
+            return bool(cache.touch(full_key, expire=lease))
+
+    def _lock_release(self, full_key: str, owner: str) -> bool:
+        with self._txn() as cache:
+            if cache.get(full_key) != owner:
+                return False
+            return bool(cache.delete(full_key))
+
+    def _lock_owner(self, full_key: str) -> str | None:
+        value, _ = self._read(full_key)
+        return value if isinstance(value, str) else None
+
+    # -- lists ---------------------------------------------------------------------------------
+
+    def push(self, key: str, *values: Any) -> int:
+        """See :meth:`Store.push`."""
+        full = self._key(key)
+        encoded = [self.codec.encode(value) for value in values]
+        with self._txn() as cache:
+            value, tag = cache.get(full, tag=True)
+            head, tail = self._meta(key, value, tag, _LIST) or (0, 0)
+            if not encoded:
+                return int(tail - head)
+            for data in encoded:
+                cache.set(_item(full, tail), data)
+                tail += 1
+            cache.set(full, self.codec.encode([head, tail]), tag=_LIST)
+        return int(tail - head)
+
+    def pop_many(self, key: str, count: int) -> list[Any]:
+        """See :meth:`Store.pop_many`."""
+        full, count = self._key(key), check_count(count)
+        popped: list[bytes] = []
+        with self._txn() as cache:
+            value, tag = cache.get(full, tag=True)
+            meta = self._meta(key, value, tag, _LIST)
+            if meta is None:
+                return []
+            head, tail = meta
+            stop = min(tail, head + count)
+            for index in range(head, stop):
+                popped.append(cache.pop(_item(full, index)))
+            if stop == tail:
+                cache.delete(full)  # an empty list does not exist, as on Redis
+            else:
+                cache.set(full, self.codec.encode([stop, tail]), tag=_LIST)
+        return [self.codec.decode(data) for data in popped]
+
+    def length(self, key: str) -> int:
+        """See :meth:`Store.length`."""
+        value, tag = self._read(self._key(key))
+        meta = self._meta(key, value, tag, _LIST)
+        return 0 if meta is None else int(meta[1] - meta[0])
+
+    # -- pub/sub -------------------------------------------------------------------------------
+
+    @property
+    def supports_pubsub(self) -> bool:
+        """Always False: a directory cannot push messages to subscribers."""
+        return False
+
+    def publish(self, channel: str, message: Any) -> int:
+        """Unsupported: raises :class:`BackendUnavailable`."""
+        raise BackendUnavailable("pub/sub needs Redis: set SLUICE_REDIS_URL")
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Unsupported: raises :class:`BackendUnavailable`."""
+        raise BackendUnavailable("pub/sub needs Redis: set SLUICE_REDIS_URL")
+
+    # -- administration ------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """See :meth:`Store.ping`."""
+        try:
+            with self._guard():
+                self._cache.get(self.prefix + "\x00ping")
+        except BackendUnavailable:
+            return False
+        return True
+
+    def close(self) -> None:
+        """See :meth:`Store.close`."""
+        self._cache.close()
+
+    def clear_namespace(self) -> int:
+        """See :meth:`Store.clear_namespace`; returns the number of rows removed."""
+        with self._guard():
+            names = [
+                name
+                for name in self._cache.iterkeys()
+                if isinstance(name, str) and name.startswith(self.prefix)
+            ]
+        with self._txn() as cache:
+            return sum(bool(cache.delete(name)) for name in names)
+
+
+def _item(full: str, index: int) -> str:
+    return f"{full}\x00{index}"

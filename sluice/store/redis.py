@@ -1,0 +1,417 @@
+"""The Redis backend: one server shared by every host and process.
+
+Multi-step operations are Lua scripts so Redis runs them atomically, and the token bucket reads the
+server's clock (``TIME``) so every process agrees on time. Every redis-py error surfaces as
+:class:`~sluice.errors.BackendUnavailable` naming the server, never its password.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.client import PubSub
+from redis.retry import Retry
+
+from sluice.errors import BackendUnavailable, InvalidInput
+from sluice.store.base import (
+    Store,
+    Subscription,
+    TokenGrant,
+    check_amount,
+    check_count,
+    check_key,
+    check_ttl,
+)
+from sluice.store.codec import Codec
+
+# ARGV: rate, burst, tokens. State: a hash {tokens, ts (microseconds of the server clock)}.
+# Numbers go back as strings because Redis truncates Lua numbers to integers.
+_BUCKET_SCRIPT = """
+local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens, ts = burst, now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) / 1000000 * rate)
+local granted, wait = 0, 0
+if tokens >= want then
+  tokens = tokens - want
+  granted = 1
+else
+  wait = (want - tokens) / rate
+end
+local function num(x) return string.format('%.17g', x) end
+redis.call('HSET', KEYS[1], 'tokens', num(tokens), 'ts', num(now))
+redis.call('PEXPIRE', KEYS[1], math.max(1000, math.ceil(burst / rate * 2000)))
+return {granted, num(wait), num(tokens)}
+"""
+
+# ARGV: amount, ttl in ms (0: none). The ttl applies only when this call creates the counter.
+_INCR = """
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if created and tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+_LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_POP_MANY = """
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #items > 0 then
+  redis.call('LTRIM', KEYS[1], #items, -1)
+end
+return items
+"""
+
+# A blocked Subscription.get(None) wakes this often to notice close() and beat socket_timeout.
+_SUBSCRIBE_POLL = 1.0
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class RedisStore(Store):
+    """A :class:`Store` on a Redis server.
+
+    :param url: ``redis://[user:password@]host:port/db``, ``rediss://...`` or ``unix:///path``.
+    :param prefix: prepended to every key.
+    :param codec: how values are serialized (default: msgpack, compressed from 1 KiB).
+    :param socket_timeout: seconds to wait for the server before :class:`BackendUnavailable`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "sluice:",
+        codec: Codec | None = None,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(prefix)
+        self.codec = codec or Codec()
+        parts = urlsplit(url)
+        self._password = unquote(parts.password) if parts.password else None
+        if parts.scheme == "unix":
+            self.location = parts.path
+        else:
+            self.location = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        try:
+            # Any: redis-py types every command as "Awaitable | result" (shared with asyncio).
+            self._client: Any = redis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                # Two quick retries ride out a restart or failover blip. A retried command may run
+                # twice if only the reply was lost; that is rarer than the blips it hides.
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+                # Probe connections idle this long before reuse so a dead one is not handed out.
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"invalid Redis URL for {self.location}: {exc}") from None
+        self._take_token_script = self._client.register_script(_BUCKET_SCRIPT)
+        self._incr_script = self._client.register_script(_INCR)
+        self._renew_script = self._client.register_script(_LOCK_RENEW)
+        self._release_script = self._client.register_script(_LOCK_RELEASE)
+        self._pop_script = self._client.register_script(_POP_MANY)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.ResponseError as exc:
+            # These two are caller mistakes (a counter op on a value, a list op on a hash, ...),
+            # not outages; every other error reply means the server cannot serve us.
+            if str(exc).startswith("WRONGTYPE") or "not an integer" in str(exc):
+                raise InvalidInput(f"key holds a different kind of value: {exc}") from None
+            raise self._unavailable(exc) from None
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+        detail = str(exc)
+        if self._password:
+            detail = detail.replace(self._password, "***")
+        return BackendUnavailable(
+            f"Redis at {self.location} failed: {type(exc).__name__}: {detail}"
+        )
+
+    def _decode(self, data: bytes | None) -> Any | None:
+        return None if data is None else self.codec.decode(data)
+
+    # -- plain values --------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any | None:
+        """See :meth:`Store.get`."""
+        full = self._key(key)
+        with self._guard():
+            data = self._client.get(full)
+        return self._decode(data)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """See :meth:`Store.set`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        data = self.codec.encode(value)
+        with self._guard():
+            self._client.set(full, data, px=None if ttl is None else _ms(ttl))
+
+    def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        """See :meth:`Store.add`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        data = self.codec.encode(value)
+        with self._guard():
+            return bool(self._client.set(full, data, nx=True, px=None if ttl is None else _ms(ttl)))
+
+    def delete(self, *keys: str) -> int:
+        """See :meth:`Store.delete`."""
+        if not keys:
+            return 0
+        full = [self._key(key) for key in keys]
+        with self._guard():
+            return int(self._client.delete(*full))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """See :meth:`Store.get_many`."""
+        names = list(keys)
+        if not names:
+            return {}
+        full = [self._key(key) for key in names]
+        with self._guard():
+            values = self._client.mget(full)
+        return {
+            key: self.codec.decode(data)
+            for key, data in zip(names, values, strict=True)
+            if data is not None
+        }
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """See :meth:`Store.set_many`."""
+        ttl = check_ttl(ttl)
+        encoded = {self._key(key): self.codec.encode(value) for key, value in mapping.items()}
+        if not encoded:
+            return
+        with self._guard():
+            pipe = self._client.pipeline(transaction=True)
+            for full, data in encoded.items():
+                pipe.set(full, data, px=None if ttl is None else _ms(ttl))
+            pipe.execute()
+
+    def ttl(self, key: str) -> float | None:
+        """See :meth:`Store.ttl`."""
+        full = self._key(key)
+        with self._guard():
+            remaining = int(self._client.pttl(full))
+        # -2: no such key; -1: no expiry.
+        return remaining / 1000 if remaining >= 0 else None
+
+    def exists(self, key: str) -> bool:
+        """See :meth:`Store.exists`."""
+        full = self._key(key)
+        with self._guard():
+            return bool(self._client.exists(full))
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        """See :meth:`Store.incr`."""
+        full, amount, ttl = self._key(key), check_amount(amount), check_ttl(ttl)
+        with self._guard():
+            return int(
+                self._incr_script(keys=[full], args=[amount, 0 if ttl is None else _ms(ttl)])
+            )
+
+    def get_counter(self, key: str) -> int:
+        """See :meth:`Store.get_counter`."""
+        full = self._key(key)
+        with self._guard():
+            raw = self._client.get(full)
+        if raw is None:
+            return 0
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidInput(f"key {key!r} holds a value, not a counter") from None
+
+    def hincr(self, key: str, field: str, amount: int = 1) -> int:
+        """See :meth:`Store.hincr`."""
+        full, field, amount = self._key(key), check_key(field), check_amount(amount)
+        with self._guard():
+            return int(self._client.hincrby(full, field, amount))
+
+    def hgetall_counters(self, key: str) -> dict[str, int]:
+        """See :meth:`Store.hgetall_counters`."""
+        full = self._key(key)
+        with self._guard():
+            raw = self._client.hgetall(full)
+        return {name.decode(): int(value) for name, value in raw.items()}
+
+    def _take_token(self, full_key: str, rate: float, burst: float, tokens: float) -> TokenGrant:
+        with self._guard():
+            granted, wait, remaining = self._take_token_script(
+                keys=[full_key], args=[repr(rate), repr(burst), repr(tokens)]
+            )
+        return TokenGrant(bool(granted), float(wait), float(remaining))
+
+    # -- locks ---------------------------------------------------------------------------------
+
+    def _lock_acquire(self, full_key: str, owner: str, lease: float) -> bool:
+        with self._guard():
+            return bool(self._client.set(full_key, owner, nx=True, px=_ms(lease)))
+
+    def _lock_renew(self, full_key: str, owner: str, lease: float) -> bool:
+        with self._guard():
+            return bool(self._renew_script(keys=[full_key], args=[owner, _ms(lease)]))
+
+    def _lock_release(self, full_key: str, owner: str) -> bool:
+        with self._guard():
+            return bool(self._release_script(keys=[full_key], args=[owner]))
+
+    def _lock_owner(self, full_key: str) -> str | None:
+        with self._guard():
+            raw = self._client.get(full_key)
+        return None if raw is None else raw.decode()
+
+    # -- lists ---------------------------------------------------------------------------------
+
+    def push(self, key: str, *values: Any) -> int:
+        """See :meth:`Store.push`."""
+        full = self._key(key)
+        encoded = [self.codec.encode(value) for value in values]
+        with self._guard():
+            if not encoded:
+                return int(self._client.llen(full))
+            return int(self._client.rpush(full, *encoded))
+
+    def pop_many(self, key: str, count: int) -> list[Any]:
+        """See :meth:`Store.pop_many`."""
+        full, count = self._key(key), check_count(count)
+        with self._guard():
+            items = self._pop_script(keys=[full], args=[count])
+        return [self.codec.decode(item) for item in items]
+
+    def length(self, key: str) -> int:
+        """See :meth:`Store.length`."""
+        full = self._key(key)
+        with self._guard():
+            return int(self._client.llen(full))
+
+    # -- pub/sub -------------------------------------------------------------------------------
+
+    @property
+    def supports_pubsub(self) -> bool:
+        """Always True: Redis has pub/sub."""
+        return True
+
+    def publish(self, channel: str, message: Any) -> int:
+        """See :meth:`Store.publish`."""
+        full = self._key(channel)
+        data = self.codec.encode(message)
+        with self._guard():
+            return int(self._client.publish(full, data))
+
+    def subscribe(self, channel: str) -> Subscription:
+        """See :meth:`Store.subscribe`."""
+        full = self._key(channel)
+        with self._guard():
+            return RedisSubscription(self, self._client.pubsub(), full)
+
+    # -- administration ------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """See :meth:`Store.ping`."""
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        """See :meth:`Store.close`."""
+        self._client.close()
+
+    def clear_namespace(self) -> int:
+        """See :meth:`Store.clear_namespace`; SCAN-based, so it never blocks the server."""
+        deleted = 0
+        with self._guard():
+            batch: list[bytes] = []
+            for name in self._client.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000):
+                batch.append(name)
+                if len(batch) >= 500:
+                    deleted += int(self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(self._client.unlink(*batch))
+        return deleted
+
+
+class RedisSubscription(Subscription):
+    """Messages on one Redis channel; created by :meth:`RedisStore.subscribe`."""
+
+    def __init__(self, store: RedisStore, pubsub: PubSub, channel: str) -> None:
+        self._store = store
+        self._pubsub = pubsub
+        self._closed = False
+        pubsub.subscribe(channel)
+        # Wait for the server's confirmation, so a message published right after subscribe()
+        # returns is not missed.
+        deadline = time.monotonic() + 5.0
+        while True:
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message["type"] == "subscribe":
+                return
+            if time.monotonic() >= deadline:
+                pubsub.close()
+                raise BackendUnavailable(
+                    f"Redis at {store.location} did not confirm the subscription to {channel!r}"
+                )
+
+    def get(self, timeout: float | None = None) -> Any | None:
+        """See :meth:`Subscription.get`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._store._guard():
+            while not self._closed:
+                wait = _SUBSCRIBE_POLL
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                message = self._pubsub.get_message(timeout=wait)
+                if message is not None and message["type"] == "message":
+                    return self._store.codec.decode(message["data"])
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+        return None
+
+    def close(self) -> None:
+        """See :meth:`Subscription.close`."""
+        if not self._closed:
+            self._closed = True
+            self._pubsub.close()

@@ -1,0 +1,56 @@
+"""Priorities, the queues they map to, and how a task is routed.
+
+Each priority has its own queue. On Redis, workers listen with ``queue_order_strategy: priority``
+and prefetch 1, so a worker always takes from the most urgent non-empty queue first.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from sluice.errors import InvalidInput
+
+
+class Priority(IntEnum):
+    """The guide's five priority levels; a larger value is more urgent."""
+
+    BATCH = 0
+    LOW = 3
+    NORMAL = 5
+    HIGH = 7
+    CRITICAL = 9
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue that carries tasks of this priority."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: Priority | str | int) -> Priority:
+        """Accept a member, its name (any case) or its value; raise :class:`InvalidInput` otherwise."""
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper()]
+            except KeyError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        names = ", ".join(p.name for p in cls)
+        raise InvalidInput(f"unknown priority {value!r}; use one of {names}")
+
+
+#: Queues in the order a priority worker drains them (most urgent first).
+PRIORITY_QUEUES: tuple[str, ...] = ("critical", "high", "normal", "low")
+#: Every queue sluice declares.
+ALL_QUEUES: tuple[str, ...] = (*PRIORITY_QUEUES, "batch")
+
+
+def route(priority: Priority | str | int) -> dict[str, object]:
+    """``apply_async`` options that send a task to the queue of ``priority``."""
+    level = Priority.parse(priority)
+    return {"queue": level.queue, "priority": int(level)}

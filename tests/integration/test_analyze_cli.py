@@ -1,0 +1,132 @@
+"""``sluice analyze`` end to end, as a user runs it: embedded, inline, and distributed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import EXAMPLES, WorkerProcess, run_sluice, service_env
+
+FINDINGS_SQL = sa.text(
+    "SELECT file_path, line, rule, severity FROM code_review_results "
+    "WHERE session_id = (SELECT max(id) FROM analysis_sessions) ORDER BY 1, 2, 3"
+)
+
+
+def _stored_findings(database_url: str) -> list[tuple[str, int, str, str]]:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(FINDINGS_SQL)]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    """One embedded run of the README's main job, shared by the tests that inspect it."""
+    tmp = tmp_path_factory.mktemp("embedded")
+    result = run_sluice("analyze", str(EXAMPLES), env=service_env(tmp))
+    return result, tmp / "data"
+
+
+def test_embedded_run_prints_findings_through_a_real_worker(embedded_run: tuple) -> None:
+    result, data_dir = embedded_run
+    assert result.returncode == 0, result.stderr
+    assert "embedded worker x2" in result.stdout
+    assert "security.eval" in result.stdout
+    assert "findings total" in result.stdout
+    # The worker consumed the messages from the filesystem broker and logged each task.
+    log = (data_dir / "logs" / "embedded-worker.log").read_text()
+    assert "sluice.analyze_file" in log and "succeeded" in log
+    stored = _stored_findings(f"sqlite:///{data_dir / 'sluice.db'}")
+    assert stored, "findings must be stored in code_review_results"
+    assert not any(path.startswith("app/build/") for path, *_ in stored), ".gitignore honoured"
+
+
+def test_inline_mode_stores_the_same_findings(embedded_run: tuple, tmp_path: Path) -> None:
+    _, embedded_data = embedded_run
+    env = service_env(tmp_path, ASYNC_PROCESSING_ENABLED="false")
+    result = run_sluice("analyze", str(EXAMPLES), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "inline (ASYNC_PROCESSING_ENABLED=false)" in result.stdout
+    assert not (tmp_path / "data" / "logs" / "embedded-worker.log").exists()
+    inline = _stored_findings(f"sqlite:///{tmp_path / 'data' / 'sluice.db'}")
+    assert inline == _stored_findings(f"sqlite:///{embedded_data / 'sluice.db'}")
+
+
+@pytest.mark.parametrize(
+    "args,extra_env,expected,code",
+    [
+        (["analyze", "does/not/exist"], {}, "error: path 'does/not/exist' does not exist", 2),
+        (
+            ["analyze", "examples"],
+            {"SLUICE_WORKER_CONCURRENCY": "lots"},
+            "SLUICE_WORKER_CONCURRENCY",
+            1,
+        ),
+        (
+            ["analyze", "examples"],
+            {"SLUICE_BROKER_URL": "redis//x"},
+            "SLUICE_BROKER_URL='redis//x'",
+            1,
+        ),
+        (["db", "upgrade", "nope"], {}, "unknown revision 'nope'", 2),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_no_traceback(
+    tmp_path: Path, args: list[str], extra_env: dict[str, str], expected: str, code: int
+) -> None:
+    result = run_sluice(*args, env=service_env(tmp_path, **extra_env), timeout=60)
+    assert result.returncode == code
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_distributed_run_matches_embedded_findings(
+    embedded_run: tuple,
+    tmp_path: Path,
+    redis_broker_url: str,
+    redis_url: str,
+    pg_schema: str,
+) -> None:
+    """Redis broker + RedisStore + PostgreSQL, with a separately started worker process."""
+    _, embedded_data = embedded_run
+    env = service_env(
+        tmp_path,
+        SLUICE_BROKER_URL=redis_broker_url,
+        SLUICE_RESULT_BACKEND=redis_broker_url,
+        SLUICE_REDIS_URL=redis_url,
+        SLUICE_DATABASE_URL=pg_schema,
+    )
+    migrate = run_sluice("db", "upgrade", env=env)
+    assert migrate.returncode == 0, migrate.stderr
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.wait_ready()
+        result = run_sluice("analyze", str(EXAMPLES), env=env)
+    finally:
+        worker.stop()
+    assert result.returncode == 0, result.stderr
+    assert "external workers" in result.stdout
+    assert "sluice.analyze_file" in (tmp_path / "worker.log").read_text()
+    distributed = _stored_findings(pg_schema)
+    assert distributed == _stored_findings(f"sqlite:///{embedded_data / 'sluice.db'}")
+
+
+def test_distributed_run_without_workers_fails_clearly(
+    tmp_path: Path, redis_broker_url: str, pg_schema: str
+) -> None:
+    env = service_env(
+        tmp_path,
+        SLUICE_BROKER_URL=redis_broker_url,
+        SLUICE_RESULT_BACKEND=redis_broker_url,
+        SLUICE_DATABASE_URL=pg_schema,
+    )
+    result = run_sluice("analyze", str(EXAMPLES), env=env, timeout=60)
+    assert result.returncode == 1
+    assert "no Celery worker answered" in result.stderr
+    assert "Traceback" not in result.stderr

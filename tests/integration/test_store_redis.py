@@ -1,0 +1,104 @@
+"""The store contract on :class:`RedisStore`, plus pub/sub, outages and planted pickles."""
+
+from __future__ import annotations
+
+import pickle
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from sluice.errors import BackendUnavailable, CodecError
+from sluice.store import RedisStore
+from tests.store_contract import StoreContract, StoreSpec
+
+pytestmark = pytest.mark.integration
+
+
+class _Exploit:
+    """Unpickling this would create ``marker``: proof that a payload ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    def store_spec(self, redis_url: str, key_prefix: str) -> StoreSpec:
+        return StoreSpec("redis", redis_url, key_prefix)
+
+
+@pytest.fixture
+def redis_store(redis_url: str, key_prefix: str) -> Any:
+    store = RedisStore(redis_url, prefix=key_prefix)
+    yield store
+    store.close()
+
+
+def test_planted_pickle_is_refused(
+    redis_store: RedisStore, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    client = redis.Redis.from_url(redis_url)
+    client.set(key_prefix + "evil", pickle.dumps(_Exploit(marker)))
+    client.rpush(key_prefix + "q", pickle.dumps(_Exploit(marker)))
+    client.close()
+    with pytest.raises(CodecError, match="0x80"):
+        redis_store.get("evil")
+    with pytest.raises(CodecError):
+        redis_store.pop_many("q", 1)
+    assert not marker.exists()
+
+
+def test_pubsub_round_trip(redis_store: RedisStore) -> None:
+    assert redis_store.supports_pubsub
+    with redis_store.subscribe("events") as sub:
+        assert redis_store.publish("events", {"n": 1, "text": "ü"}) == 1
+        assert sub.get(timeout=2) == {"n": 1, "text": "ü"}
+        assert sub.get(timeout=0.1) is None
+        for n in range(3):
+            redis_store.publish("events", n)
+        assert list(islice(sub, 3)) == [0, 1, 2]
+    assert redis_store.publish("events", "nobody") == 0
+
+
+def test_subscription_iteration_ends_on_close(redis_store: RedisStore) -> None:
+    sub = redis_store.subscribe("events")
+    sub.close()
+    assert list(sub) == []
+    sub.close()
+
+
+def test_unreachable_redis_is_backend_unavailable() -> None:
+    store = RedisStore("redis://user:s3cret-pw@127.0.0.1:1/0", socket_timeout=0.5)
+    with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1:1") as caught:
+        store.get("k")
+    assert "s3cret-pw" not in str(caught.value)
+    with pytest.raises(BackendUnavailable):
+        store.incr("k")
+    with pytest.raises(BackendUnavailable):
+        store.lock("L").acquire(blocking=False)
+    assert not store.ping()
+    store.close()
+
+
+def test_wrong_type_is_invalid_input(redis_store: RedisStore) -> None:
+    redis_store.push("q", 1)
+    with pytest.raises(ValueError, match="different kind"):
+        redis_store.get("q")
+
+
+def test_clear_namespace_escapes_glob_characters(redis_url: str, key_prefix: str) -> None:
+    glob = RedisStore(redis_url, prefix=key_prefix + "[a]*")
+    literal_sibling = RedisStore(redis_url, prefix=key_prefix + "a-")
+    glob.set("k", 1)
+    literal_sibling.set("k", 2)
+    assert glob.clear_namespace() == 1
+    assert literal_sibling.get("k") == 2
+    glob.close()
+    literal_sibling.close()

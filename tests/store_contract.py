@@ -1,0 +1,401 @@
+"""The behaviour every :class:`~sluice.store.Store` backend must share, written once.
+
+A backend's test module subclasses :class:`StoreContract` and provides a ``store_spec`` fixture. The
+spec is plain data so that ``multiprocessing`` children (spawned, not forked) can build their own
+store from it, as separate worker processes do in production.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from sluice.errors import BackendUnavailable, CodecError, InvalidInput
+from sluice.store import Codec, DiskStore, RedisStore, Store
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Enough to build a store in any process: backend kind, URL or directory, prefix, format."""
+
+    kind: str
+    location: str
+    prefix: str
+    fmt: str = "msgpack"
+
+    def build(self) -> Store:
+        codec = Codec(self.fmt, compress_min_bytes=256)
+        if self.kind == "redis":
+            return RedisStore(self.location, prefix=self.prefix, codec=codec)
+        return DiskStore(self.location, prefix=self.prefix, codec=codec)
+
+
+SAMPLES: list[Any] = [
+    None,
+    True,
+    0,
+    -(2**62),
+    3.5,
+    "",
+    "héllo wörld ✓ 日本語 🚀",
+    [1, "two", [3.0, None]],
+    {"nested": {"list": [1, 2, {"deep": "ü"}], "n": -1}, "empty": {}},
+    {"big": "x" * 5000},  # compressed
+]
+
+
+# -- multiprocessing workers (module level so spawned children can import them) -------------------
+
+
+def _start_together(store: Store, workers: int) -> None:
+    """A barrier in the store itself, so the workers really overlap instead of running in turn."""
+    store.incr("mp-ready")
+    while store.get_counter("mp-ready") < workers:
+        time.sleep(0.002)
+
+
+def _incr_worker(spec: StoreSpec, workers: int, times: int) -> None:
+    store = spec.build()
+    _start_together(store, workers)
+    for _ in range(times):
+        store.incr("mp-counter")
+    store.close()
+
+
+def _lock_worker(spec: StoreSpec, workers: int, times: int) -> None:
+    store = spec.build()
+    _start_together(store, workers)
+    for _ in range(times):
+        with store.lock("mp-lock", lease=10, timeout=60):
+            # Deliberately non-atomic: only the lock keeps concurrent updates from being lost.
+            value = store.get("mp-value") or 0
+            store.set("mp-value", value + 1)
+    store.close()
+
+
+def _pop_worker(spec: StoreSpec, workers: int, batch: int) -> list[int]:
+    store = spec.build()
+    _start_together(store, workers)
+    popped: list[int] = []
+    while items := store.pop_many("mp-queue", batch):
+        popped.extend(items)
+    store.close()
+    return popped
+
+
+def _bucket_worker(spec: StoreSpec, workers: int, attempts: int) -> int:
+    store = spec.build()
+    _start_together(store, workers)
+    granted = sum(
+        store.take_token("mp-bucket", rate=0.001, burst=50).granted for _ in range(attempts)
+    )
+    store.close()
+    return granted
+
+
+def _run(target: Any, spec: StoreSpec, workers: int, arg: int) -> list[Any]:
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return pool.starmap(target, [(spec, workers, arg)] * workers)
+
+
+class StoreContract:
+    """Tests run against every backend; subclasses supply the ``store_spec`` fixture."""
+
+    @pytest.fixture
+    def store(self, store_spec: StoreSpec) -> Any:
+        store = store_spec.build()
+        yield store
+        store.clear_namespace()
+        store.close()
+
+    # -- plain values ---------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("value", SAMPLES, ids=repr)
+    def test_set_get_round_trip(self, store: Store, value: Any) -> None:
+        store.set("k", value)
+        assert store.get("k") == value
+
+    @pytest.mark.parametrize("fmt", ["msgpack", "json"])
+    def test_round_trip_in_both_formats(self, store_spec: StoreSpec, fmt: str) -> None:
+        store = replace(store_spec, fmt=fmt).build()
+        for value in SAMPLES:
+            store.set("k", value)
+            assert store.get("k") == value
+        store.set("t", (1, 2))
+        assert store.get("t") == [1, 2]  # tuples come back as lists
+        store.close()
+
+    def test_missing_key_is_none(self, store: Store) -> None:
+        assert store.get("absent") is None
+        assert not store.exists("absent")
+        assert store.ttl("absent") is None
+
+    def test_overwrite_and_delete(self, store: Store) -> None:
+        store.set("a", 1)
+        store.set("a", 2)
+        store.set("b", 3)
+        assert store.get("a") == 2
+        assert store.delete("a", "b", "absent") == 2
+        assert store.get("a") is None
+        assert store.delete() == 0
+
+    def test_ttl_expiry(self, store: Store) -> None:
+        store.set("short", "v", ttl=0.3)
+        store.set("forever", "v")
+        remaining = store.ttl("short")
+        assert remaining is not None and 0 < remaining <= 0.3
+        assert store.ttl("forever") is None
+        time.sleep(0.5)
+        assert store.get("short") is None
+        assert not store.exists("short")
+        assert store.get("forever") == "v"
+
+    def test_add_only_when_absent(self, store: Store) -> None:
+        assert store.add("k", "first")
+        assert not store.add("k", "second")
+        assert store.get("k") == "first"
+        assert store.add("brief", 1, ttl=0.2)
+        time.sleep(0.35)
+        assert store.add("brief", 2)
+        assert store.get("brief") == 2
+
+    def test_get_many_set_many(self, store: Store) -> None:
+        store.set_many({"a": 1, "b": [2], "c": {"x": "y"}})
+        assert store.get_many(["a", "b", "c", "missing"]) == {"a": 1, "b": [2], "c": {"x": "y"}}
+        assert store.get_many([]) == {}
+        store.set_many({"t1": 1, "t2": 2}, ttl=0.3)
+        time.sleep(0.5)
+        assert store.get_many(["t1", "t2", "a"]) == {"a": 1}
+
+    def test_unencodable_value_is_refused(self, store: Store) -> None:
+        with pytest.raises(CodecError, match="set"):
+            store.set("k", {1, 2})
+        with pytest.raises(CodecError, match="object"):
+            store.set("k", object())
+        assert store.get("k") is None
+
+    @pytest.mark.parametrize("key", ["", None, 5, b"bytes", "nul\x00inside"])
+    def test_bad_keys_are_refused(self, store: Store, key: Any) -> None:
+        with pytest.raises(InvalidInput):
+            store.set(key, 1)
+        with pytest.raises(InvalidInput):
+            store.get(key)
+
+    @pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), "5", True])
+    def test_bad_ttls_are_refused(self, store: Store, ttl: Any) -> None:
+        with pytest.raises(InvalidInput):
+            store.set("k", 1, ttl=ttl)
+        with pytest.raises(InvalidInput):
+            store.incr("c", ttl=ttl)
+
+    def test_clear_namespace_spares_other_prefixes(self, store_spec: StoreSpec) -> None:
+        # Sibling prefixes: neither is a prefix of the other.
+        mine = replace(store_spec, prefix=store_spec.prefix + "mine-").build()
+        other = replace(store_spec, prefix=store_spec.prefix + "other-").build()
+        mine.set("a", 1)
+        mine.incr("n")
+        mine.push("q", 1, 2)
+        other.set("a", 2)
+        assert mine.clear_namespace() >= 3
+        assert mine.get("a") is None and mine.length("q") == 0
+        assert other.get("a") == 2
+        other.clear_namespace()
+        mine.close()
+        other.close()
+
+    def test_ping(self, store: Store) -> None:
+        assert store.ping()
+
+    # -- counters -------------------------------------------------------------------------------
+
+    def test_incr_and_get_counter(self, store: Store) -> None:
+        assert store.get_counter("c") == 0
+        assert store.incr("c") == 1
+        assert store.incr("c", 5) == 6
+        assert store.incr("c", -2) == 4
+        assert store.get_counter("c") == 4
+        with pytest.raises(InvalidInput):
+            store.incr("c", 1.5)  # type: ignore[arg-type]
+
+    def test_incr_ttl_applies_only_on_creation(self, store: Store) -> None:
+        store.incr("c", ttl=0.4)
+        store.incr("c", ttl=100)
+        remaining = store.ttl("c")
+        assert remaining is not None and remaining <= 0.4
+        time.sleep(0.6)
+        assert store.get_counter("c") == 0
+        assert store.incr("c") == 1
+        assert store.ttl("c") is None
+
+    def test_hash_counters(self, store: Store) -> None:
+        assert store.hgetall_counters("h") == {}
+        assert store.hincr("h", "ok") == 1
+        assert store.hincr("h", "ok", 2) == 3
+        assert store.hincr("h", "failed") == 1
+        assert store.hgetall_counters("h") == {"ok": 3, "failed": 1}
+
+    def test_counter_is_not_a_value(self, store: Store) -> None:
+        store.incr("c")
+        with pytest.raises((CodecError, InvalidInput)):
+            store.get("c")
+        store.set("v", "text")
+        with pytest.raises(InvalidInput):
+            store.get_counter("v")
+        with pytest.raises(InvalidInput):
+            store.incr("v")
+        store.push("q", 1)
+        with pytest.raises(InvalidInput):
+            store.hincr("q", "field")
+
+    # -- token bucket ---------------------------------------------------------------------------
+
+    def test_token_bucket_burst_then_refusal_then_refill(self, store: Store) -> None:
+        grants = [store.take_token("b", rate=10, burst=3) for _ in range(4)]
+        assert [g.granted for g in grants] == [True, True, True, False]
+        assert grants[0].wait_seconds == 0
+        assert 0 < grants[3].wait_seconds <= 0.1 + 1e-6
+        assert grants[3].remaining < 1
+        time.sleep(0.25)  # 10 tokens/s refills at least two
+        assert store.take_token("b", rate=10, burst=3).granted
+        assert store.take_token("b", rate=10, burst=3).granted
+
+    def test_token_bucket_multi_token_wait(self, store: Store) -> None:
+        assert store.take_token("b", rate=1, burst=5, tokens=5).granted
+        refused = store.take_token("b", rate=1, burst=5, tokens=2)
+        assert not refused.granted
+        assert 1.5 < refused.wait_seconds <= 2.0
+
+    @pytest.mark.parametrize(
+        ("rate", "burst", "tokens"),
+        [(0, 1, 1), (-1, 1, 1), (1, 1, 2), (1, 1, 0), (float("nan"), 1, 1), (1, "5", 1)],
+    )
+    def test_token_bucket_validation(
+        self, store: Store, rate: Any, burst: Any, tokens: Any
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            store.take_token("b", rate=rate, burst=burst, tokens=tokens)
+
+    # -- locks ----------------------------------------------------------------------------------
+
+    def test_lock_is_exclusive(self, store: Store) -> None:
+        first, second = store.lock("L", lease=5), store.lock("L", lease=5)
+        assert first.owner != second.owner
+        assert first.acquire(blocking=False)
+        assert first.held()
+        assert not second.acquire(blocking=False)
+        assert not second.acquire(timeout=0.1)
+        assert not second.held()
+        assert not second.release()
+        assert first.release()
+        assert second.acquire(blocking=False)
+        assert second.release()
+
+    def test_lease_expiry_lets_another_owner_in(self, store: Store) -> None:
+        stale, fresh = store.lock("L", lease=0.3), store.lock("L", lease=5)
+        assert stale.acquire()
+        time.sleep(0.5)
+        assert fresh.acquire(blocking=False)
+        assert not stale.renew()
+        assert not stale.release()  # must not release the new holder's lock
+        assert fresh.held()
+        assert fresh.release()
+
+    def test_renewal_keeps_lock_past_its_lease(self, store: Store) -> None:
+        holder, rival = store.lock("L", lease=0.3), store.lock("L", lease=5)
+        assert holder.acquire(auto_renew=True)
+        time.sleep(0.9)
+        assert holder.held()
+        assert not rival.acquire(blocking=False)
+        assert holder.release()
+        assert rival.acquire(blocking=False)
+        rival.release()
+
+    def test_manual_renew_extends_lease(self, store: Store) -> None:
+        lock = store.lock("L", lease=0.3)
+        assert lock.acquire()
+        assert lock.renew(5)
+        time.sleep(0.5)
+        assert lock.held()
+        assert lock.release()
+
+    def test_start_renewal_stops_on_release(self, store: Store) -> None:
+        lock = store.lock("L", lease=0.3)
+        assert lock.acquire()
+        lock.start_renewal()
+        time.sleep(0.5)
+        assert lock.held()
+        lock.release()
+        assert not any(t.name.startswith("sluice-lock-renewal") for t in threading.enumerate())
+
+    def test_lock_context_manager(self, store: Store) -> None:
+        with store.lock("L", lease=5) as held:
+            assert held.held()
+            with (
+                pytest.raises(BackendUnavailable, match="could not acquire"),
+                store.lock("L", timeout=0.1),
+            ):
+                pass
+        assert not held.held()
+        with store.lock("L", timeout=0.1):
+            pass
+
+    def test_lock_validation(self, store: Store) -> None:
+        with pytest.raises(InvalidInput):
+            store.lock("L", lease=0)
+        with pytest.raises(InvalidInput):
+            store.lock("")
+        with pytest.raises(InvalidInput):
+            store.lock("L").acquire(timeout=-1)
+
+    # -- lists ----------------------------------------------------------------------------------
+
+    def test_push_pop_many_is_fifo(self, store: Store) -> None:
+        assert store.push("q", 1, 2, 3) == 3
+        assert store.push("q", {"four": 4}, [5]) == 5
+        assert store.length("q") == 5
+        assert store.pop_many("q", 2) == [1, 2]
+        assert store.length("q") == 3
+        assert store.pop_many("q", 10) == [3, {"four": 4}, [5]]
+        assert store.pop_many("q", 10) == []
+        assert store.length("q") == 0
+        assert not store.exists("q")
+
+    def test_delete_list(self, store: Store) -> None:
+        store.push("q", "a", "b")
+        assert store.delete("q") == 1
+        assert store.length("q") == 0
+        assert store.push("q", "c") == 1
+        assert store.pop_many("q", 5) == ["c"]
+
+    def test_pop_many_validation(self, store: Store) -> None:
+        with pytest.raises(InvalidInput):
+            store.pop_many("q", 0)
+
+    # -- concurrency across processes -----------------------------------------------------------
+
+    def test_concurrent_increments_are_exact(self, store: Store, store_spec: StoreSpec) -> None:
+        _run(_incr_worker, store_spec, 8, 1000)
+        assert store.get_counter("mp-counter") == 8000
+
+    def test_lock_serializes_read_modify_write(self, store: Store, store_spec: StoreSpec) -> None:
+        _run(_lock_worker, store_spec, 4, 200)
+        assert store.get("mp-value") == 800
+
+    def test_concurrent_pop_many_hands_out_each_item_once(
+        self, store: Store, store_spec: StoreSpec
+    ) -> None:
+        for start in range(0, 2000, 500):
+            store.push("mp-queue", *range(start, start + 500))
+        results = _run(_pop_worker, store_spec, 4, 7)
+        popped = [item for chunk in results for item in chunk]
+        assert sorted(popped) == list(range(2000))
+        for chunk in results:  # each consumer sees the items in queue order
+            assert chunk == sorted(chunk)
+
+    def test_token_bucket_is_shared_by_processes(self, store: Store, store_spec: StoreSpec) -> None:
+        assert sum(_run(_bucket_worker, store_spec, 4, 30)) == 50

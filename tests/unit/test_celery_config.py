@@ -1,0 +1,65 @@
+import importlib
+
+import pytest
+
+from sluice.errors import InvalidInput
+from sluice.settings import get_settings
+from sluice.workers.priority import ALL_QUEUES, Priority, route
+
+
+def test_priorities_map_to_their_queues_in_urgency_order() -> None:
+    assert [p.queue for p in sorted(Priority, reverse=True)] == list(ALL_QUEUES)
+    assert route(Priority.CRITICAL) == {"queue": "critical", "priority": 9}
+    assert route("batch") == {"queue": "batch", "priority": 0}
+    assert Priority.parse(7) is Priority.HIGH
+
+
+@pytest.mark.parametrize("bad", ["urgent", 8, None, True])
+def test_unknown_priority_is_invalid_input(bad: object) -> None:
+    with pytest.raises(InvalidInput, match="unknown priority"):
+        Priority.parse(bad)  # type: ignore[arg-type]
+
+
+def test_app_is_json_only_late_ack_and_declares_every_queue() -> None:
+    from sluice.celery import app
+
+    conf = app.conf
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert [q.name for q in conf.task_queues] == list(ALL_QUEUES)
+    app.loader.import_default_modules()  # what every worker does at start-up
+    assert "sluice.analyze_file" in app.tasks
+    # Embedded default: the filesystem broker under the data dir, polled fast.
+    options = conf.broker_transport_options
+    assert options["data_folder_in"] == str(get_settings().broker_dir)
+    assert options["polling_interval"] < 0.1
+
+
+def test_redis_broker_gets_strict_priority_and_a_long_visibility_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import celeryconfig
+    from sluice import settings as settings_module
+
+    monkeypatch.setenv("SLUICE_BROKER_URL", "redis://127.0.0.1:6379/0")
+    settings_module.get_settings.cache_clear()
+    try:
+        config = importlib.reload(celeryconfig)
+        options = config.broker_transport_options
+        assert options["queue_order_strategy"] == "priority"
+        assert options["visibility_timeout"] > config.MAX_COUNTDOWN_SECONDS
+    finally:
+        monkeypatch.delenv("SLUICE_BROKER_URL")
+        settings_module.get_settings.cache_clear()
+        importlib.reload(celeryconfig)
+
+
+def test_every_beat_entry_names_a_registered_task() -> None:
+    from sluice.celery import app
+
+    app.loader.import_default_modules()
+    assert app.conf.beat_schedule
+    for name, entry in app.conf.beat_schedule.items():
+        assert entry["task"] in app.tasks, name

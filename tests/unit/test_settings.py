@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from sluice.errors import ConfigurationError
+from sluice.settings import load_settings
+
+
+def test_defaults_live_under_one_data_directory(tmp_path: Path) -> None:
+    s = load_settings({"SLUICE_DATA_DIR": str(tmp_path)})
+    assert s.data_dir == tmp_path.resolve()
+    assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'sluice.db'}"
+    assert s.result_backend == f"db+sqlite:///{tmp_path.resolve() / 'results.db'}"
+    assert s.broker_url == "filesystem://" and s.embedded_broker
+    assert s.broker_dir.parent == s.data_dir
+    assert s.redis_url is None
+    assert s.ai_provider == "local"
+    assert (s.cache_enabled, s.async_processing_enabled) == (True, True)
+    assert (s.query_cache_enabled, s.cdn_compression_enabled) == (True, True)
+
+
+@pytest.mark.parametrize(
+    "flag,field",
+    [
+        ("CACHE_ENABLED", "cache_enabled"),
+        ("ASYNC_PROCESSING_ENABLED", "async_processing_enabled"),
+        ("QUERY_CACHE_ENABLED", "query_cache_enabled"),
+        ("CDN_COMPRESSION_ENABLED", "cdn_compression_enabled"),
+    ],
+)
+@pytest.mark.parametrize(
+    "raw,expected", [("false", False), ("0", False), ("TRUE", True), ("off", False)]
+)
+def test_guide_flags_are_read_under_their_own_names(
+    flag: str, field: str, raw: str, expected: bool
+) -> None:
+    assert getattr(load_settings({flag: raw}), field) is expected
+
+
+def test_bad_flag_names_variable_and_value() -> None:
+    with pytest.raises(ConfigurationError, match=r"CACHE_ENABLED='maybe'"):
+        load_settings({"CACHE_ENABLED": "maybe"})
+
+
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("SLUICE_BROKER_URL", "redis//localhost", "SLUICE_BROKER_URL='redis//localhost'"),
+        ("SLUICE_BROKER_URL", "http://x", "scheme 'http'"),
+        ("SLUICE_REDIS_URL", "redis://localhost:notaport/0", "SLUICE_REDIS_URL"),
+        ("SLUICE_REDIS_URL", "redis:///0", "no host name"),
+        ("SLUICE_DATABASE_URL", "mysql://db/x", "SLUICE_DATABASE_URL='mysql://db/x'"),
+        ("SLUICE_WORKER_CONCURRENCY", "two", "SLUICE_WORKER_CONCURRENCY='two'"),
+        ("SLUICE_WORKER_CONCURRENCY", "0", "below the minimum"),
+        ("SLUICE_AI_TIMEOUT", "fast", "SLUICE_AI_TIMEOUT='fast'"),
+        ("SLUICE_AI_PROVIDER", "skynet", "SLUICE_AI_PROVIDER='skynet'"),
+        ("SLUICE_CODEC", "pickle", "SLUICE_CODEC='pickle'"),
+        ("SLUICE_RESULT_BACKEND", "cache+memcached://x/", "SLUICE_RESULT_BACKEND"),
+    ],
+)
+def test_malformed_values_raise_configuration_error(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({name: value})
+    assert message in str(info.value)
+
+
+def test_distributed_settings_and_psycopg_driver() -> None:
+    s = load_settings(
+        {
+            "SLUICE_BROKER_URL": "redis://127.0.0.1:6379/0",
+            "SLUICE_REDIS_URL": "redis://127.0.0.1:6379/1",
+            "SLUICE_DATABASE_URL": "postgresql://postgres@127.0.0.1/test",
+            "SLUICE_WORKER_CONCURRENCY": "4",
+        }
+    )
+    assert not s.embedded_broker
+    assert s.redis_url == "redis://127.0.0.1:6379/1"
+    assert s.database_url == "postgresql+psycopg://postgres@127.0.0.1/test"
+    assert s.worker_concurrency == 4
+
+
+def test_settings_are_frozen_and_never_show_the_api_key() -> None:
+    s = load_settings({"SLUICE_AI_API_KEY": "sk-secret-value"})
+    assert s.ai_api_key == "sk-secret-value"
+    assert "sk-secret-value" not in repr(s)
+    with pytest.raises(AttributeError):
+        s.cache_enabled = False  # type: ignore[misc]
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    from sluice.settings import redact_url
+
+    assert redact_url("redis://:hunter2@cache:6379/1") == "redis://:***@cache:6379/1"
+    assert redact_url("postgresql+psycopg://app:pw@db/x") == "postgresql+psycopg://app:***@db/x"
+    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
