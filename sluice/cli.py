@@ -19,7 +19,13 @@ from sluice.errors import InvalidInput, SluiceError
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err_console = Console(stderr=True)
-SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+SEVERITY_STYLE = {
+    "critical": "bold red",
+    "high": "red",
+    "medium": "yellow",
+    "low": "cyan",
+    "info": "dim",
+}
 
 
 def friendly_errors(func: F) -> F:
@@ -53,10 +59,14 @@ def main(verbose: bool) -> None:
     from sluice.settings import get_settings
 
     settings = get_settings()
+    # Libraries (alembic, kombu) stay at WARNING so the command's own output is what a user reads.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, settings.log_level),
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+    )
+    logging.getLogger("sluice").setLevel(
+        logging.DEBUG if verbose else max(logging.WARNING, getattr(logging, settings.log_level))
     )
 
 
@@ -128,7 +138,9 @@ def _print_findings(findings: list[dict[str, Any]], total: int) -> None:
 
 
 def _print_summary(report: Any) -> None:
-    table = Table(title=f"Analysis session {report.session_id}", title_justify="left", show_header=False)
+    table = Table(
+        title=f"Analysis session {report.session_id}", title_justify="left", show_header=False
+    )
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("root", report.root)

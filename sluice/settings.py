@@ -24,7 +24,16 @@ T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
-BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory", "sqla+sqlite"}
+BROKER_SCHEMES = {
+    "redis",
+    "rediss",
+    "amqp",
+    "amqps",
+    "pyamqp",
+    "filesystem",
+    "memory",
+    "sqla+sqlite",
+}
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg"}
 AI_PROVIDERS = {"local", "openai"}
@@ -75,7 +84,9 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
-def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T], minimum: float) -> T:
+def _number(
+    env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T], minimum: float
+) -> T:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -189,7 +200,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
         task_timeout=_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),
         retention_days=_number(env, "SLUICE_RETENTION_DAYS", 30.0, float, 0.001),
-        log_level=_choice(env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}).upper(),
+        log_level=_choice(
+            env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}
+        ).upper(),
         cache_enabled=_flag(env, "CACHE_ENABLED", True),
         async_processing_enabled=_flag(env, "ASYNC_PROCESSING_ENABLED", True),
         query_cache_enabled=_flag(env, "QUERY_CACHE_ENABLED", True),

@@ -4,4 +4,11 @@ from sluice.analysis.runner import AnalysisReport, run_analysis
 from sluice.analysis.service import analyze_source
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 
-__all__ = ["AnalysisReport", "SourceFile", "WalkReport", "analyze_source", "run_analysis", "walk_tree"]
+__all__ = [
+    "AnalysisReport",
+    "SourceFile",
+    "WalkReport",
+    "analyze_source",
+    "run_analysis",
+    "walk_tree",
+]

@@ -86,10 +86,12 @@ def prune_sessions(older_than_days: float | None = None) -> int:
     cutoff = datetime.now(UTC) - timedelta(days=days)
     with session_scope() as db:
         old = select(AnalysisSession.id).where(AnalysisSession.created_at < cutoff)
-        # Children first: SQLite enforces the foreign keys but cascades only with ON DELETE support on.
+        # Children first, so the delete does not depend on ON DELETE CASCADE support.
         for model, column in (
             (CodeReviewResult, CodeReviewResult.session_id),
             (AnalyzedFile, AnalyzedFile.session_id),
         ):
             db.execute(delete(model).where(column.in_(old)))
-        return db.execute(delete(AnalysisSession).where(AnalysisSession.created_at < cutoff)).rowcount
+        return db.execute(
+            delete(AnalysisSession).where(AnalysisSession.created_at < cutoff)
+        ).rowcount

@@ -65,7 +65,9 @@ class _IgnoreRules:
         return False
 
 
-def walk_tree(root: str | os.PathLike[str], max_bytes: int, report: WalkReport) -> Iterator[SourceFile]:
+def walk_tree(
+    root: str | os.PathLike[str], max_bytes: int, report: WalkReport
+) -> Iterator[SourceFile]:
     """Yield every analysable file under ``root`` in a stable (sorted) order.
 
     Skips are counted in ``report``; an unreadable file is recorded there, never raised, so one bad
@@ -81,7 +83,9 @@ def walk_tree(root: str | os.PathLike[str], max_bytes: int, report: WalkReport) 
             yield source
         return
     rules = _IgnoreRules()
-    for directory, dirnames, filenames in os.walk(base, onerror=lambda e: report.unreadable.append(str(e.filename))):
+    for directory, dirnames, filenames in os.walk(
+        base, onerror=lambda e: report.unreadable.append(str(e.filename))
+    ):
         here = Path(directory)
         rules.load(here)
         kept = []

@@ -77,9 +77,7 @@ class AnalyzedFile(Base):
     __table_args__ = (UniqueConstraint("session_id", "path"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    session_id: Mapped[int] = mapped_column(
-        ForeignKey("analysis_sessions.id", ondelete="CASCADE")
-    )
+    session_id: Mapped[int] = mapped_column(ForeignKey("analysis_sessions.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(40))
     content_sha256: Mapped[str] = mapped_column(String(64))
@@ -96,9 +94,7 @@ class CodeReviewResult(Base):
     __tablename__ = "code_review_results"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    session_id: Mapped[int] = mapped_column(
-        ForeignKey("analysis_sessions.id", ondelete="CASCADE")
-    )
+    session_id: Mapped[int] = mapped_column(ForeignKey("analysis_sessions.id", ondelete="CASCADE"))
     file_path: Mapped[str] = mapped_column(Text)
     line: Mapped[int] = mapped_column(Integer)
     column: Mapped[int] = mapped_column(Integer, default=0)

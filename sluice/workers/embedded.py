@@ -66,7 +66,9 @@ class EmbeddedWorker:
         """Raise :class:`BackendUnavailable` with the worker's last words if it has exited."""
         if self._process is None or self._process.poll() is None:
             return
-        stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+        stderr = (
+            self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+        )
         tail = "\n".join(stderr.strip().splitlines()[-5:])
         raise BackendUnavailable(
             f"the embedded worker exited with code {self._process.returncode}; "
@@ -91,6 +93,9 @@ class EmbeddedWorker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -37,3 +37,49 @@ def test_unknown_revision_is_rejected(tmp_path: Path) -> None:
     engine = build_engine(f"sqlite:///{tmp_path / 'm.db'}")
     with pytest.raises(InvalidInput, match="unknown revision 'zzz'"):
         upgrade("zzz", engine=engine)
+
+
+def test_prune_deletes_only_old_sessions_and_their_rows(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import func, select
+
+    from sluice.analysis.service import prune_sessions
+    from sluice.db import AnalysisSession, CodeReviewResult, session_scope
+
+    upgrade()
+    old = datetime.now(UTC) - timedelta(days=40)
+    with session_scope() as db:
+        for created in (old, datetime.now(UTC)):
+            session = AnalysisSession(
+                root_path="/x", provider="local", model="m", created_at=created
+            )
+            db.add(session)
+            db.flush()
+            db.add(
+                CodeReviewResult(
+                    session_id=session.id,
+                    file_path="a.py",
+                    line=1,
+                    rule="r",
+                    severity="low",
+                    message="m",
+                )
+            )
+    assert prune_sessions(30) == 1
+    with session_scope() as db:
+        assert db.scalar(select(func.count()).select_from(AnalysisSession)) >= 1
+        assert (
+            db.scalar(
+                select(func.count()).where(AnalysisSession.created_at < old + timedelta(days=1))
+            )
+            == 0
+        )
+        orphan = (
+            select(func.count())
+            .select_from(CodeReviewResult)
+            .where(CodeReviewResult.session_id.not_in(select(AnalysisSession.id)))
+        )
+        assert db.scalar(orphan) == 0
+    with pytest.raises(InvalidInput):
+        prune_sessions(0)
