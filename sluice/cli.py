@@ -154,6 +154,10 @@ def _print_summary(report: Any) -> None:
     for severity, count in report.by_severity.items():
         table.add_row(f"findings: {severity}", str(count))
     table.add_row("findings total", str(report.findings_total))
+    hit_rate = report.cache_hits / report.files_done if report.files_done else 0.0
+    table.add_row("provider calls", str(report.provider_calls))
+    table.add_row("cache hits", f"{report.cache_hits} ({hit_rate:.0%})")
+    table.add_row("cost saved", f"${report.cost_saved_usd:.4f}")
     table.add_row("duration", f"{report.duration_s:.2f} s")
     table.add_row("throughput", f"{report.files_per_second:.1f} files/s")
     console.print(table)

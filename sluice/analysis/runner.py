@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: Called with (files done, files total) as results arrive.
 ProgressCallback = Callable[[int, int], None]
+#: Per file: its path and either the task's summary or the error that failed it.
+Outcome = tuple[str, dict[str, Any] | str]
 
 
 @dataclass
@@ -39,12 +41,18 @@ class AnalysisReport:
     duration_s: float
     walk: WalkReport
     failed: list[tuple[str, str]] = field(default_factory=list)
+    cache_hits: int = 0
+    cost_saved_usd: float = 0.0
     by_severity: dict[str, int] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def findings_total(self) -> int:
         return sum(self.by_severity.values())
+
+    @property
+    def provider_calls(self) -> int:
+        return self.files_done - self.cache_hits
 
     @property
     def files_per_second(self) -> float:
@@ -78,12 +86,14 @@ def run_analysis(
     rule_list = list(rules) if rules else None
     if not settings.async_processing_enabled:
         mode = "inline (ASYNC_PROCESSING_ENABLED=false)"
-        failed = _run_inline(session_id, files, rule_list, notify)
+        outcomes = _run_inline(session_id, files, rule_list, notify)
     else:
         if workers is None:
             workers = settings.worker_concurrency if settings.embedded_broker else 0
         mode = f"embedded worker x{workers}" if workers else "external workers"
-        failed = _run_on_celery(session_id, files, rule_list, workers, settings, notify)
+        outcomes = _run_on_celery(session_id, files, rule_list, workers, settings, notify)
+    failed = [(path, error) for path, error in outcomes if isinstance(error, str)]
+    done = [outcome for _, outcome in outcomes if isinstance(outcome, dict)]
     report = AnalysisReport(
         session_id=session_id,
         root=str(root),
@@ -93,6 +103,8 @@ def run_analysis(
         duration_s=time.perf_counter() - started,
         walk=walk,
         failed=failed,
+        cache_hits=sum(1 for o in done if o.get("cache_hit")),
+        cost_saved_usd=sum(float(o.get("cost_saved_usd", 0.0)) for o in done),
     )
     _finish_session(report)
     return report
@@ -114,15 +126,18 @@ def _create_session(root: Path, total: int, settings: Settings) -> int:
 
 def _run_inline(
     session_id: int, files: list[SourceFile], rules: list[str] | None, notify: ProgressCallback
-) -> list[tuple[str, str]]:
-    failed = []
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
     for done, source in enumerate(files, 1):
         try:
-            analyze_source(session_id, source.path, source.content, source.language, rules)
+            summary = analyze_source(
+                session_id, source.path, source.content, source.language, rules
+            )
+            outcomes.append((source.path, summary))
         except SluiceError as exc:
-            failed.append((source.path, str(exc)))
+            outcomes.append((source.path, str(exc)))
         notify(done, len(files))
-    return failed
+    return outcomes
 
 
 def _run_on_celery(
@@ -132,7 +147,7 @@ def _run_on_celery(
     workers: int,
     settings: Settings,
     notify: ProgressCallback,
-) -> list[tuple[str, str]]:
+) -> list[Outcome]:
     from sluice.analysis.tasks import analyze_file
     from sluice.celery import app
     from sluice.workers.embedded import EmbeddedWorker
@@ -175,9 +190,9 @@ def _collect(
     settings: Settings,
     notify: ProgressCallback,
     check_worker: Callable[[], None] | None,
-) -> list[tuple[str, str]]:
+) -> list[Outcome]:
     """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds."""
-    failed = []
+    outcomes: list[Outcome] = []
     last_progress = time.monotonic()
     for done, (result, source) in enumerate(zip(results, files, strict=True), 1):
         while True:
@@ -195,10 +210,12 @@ def _collect(
                     ) from None
         last_progress = time.monotonic()
         if result.failed():
-            failed.append((source.path, f"{type(value).__name__}: {value}"))
+            outcomes.append((source.path, f"{type(value).__name__}: {value}"))
+        else:
+            outcomes.append((source.path, value))
         result.forget()
         notify(done, len(files))
-    return failed
+    return outcomes
 
 
 def _finish_session(report: AnalysisReport) -> None:

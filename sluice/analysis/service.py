@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from sluice.ai import AIProvider, get_provider
+from sluice.ai import AIProvider, AnalysisResult, get_provider
+from sluice.cache import ANALYSIS, CacheKeyGenerator, get_ai_cache
 from sluice.db import AnalysisSession, AnalyzedFile, CodeReviewResult, session_scope
-from sluice.errors import InvalidInput
+from sluice.errors import CodecError, InvalidInput
 from sluice.settings import get_settings
 
 
@@ -34,9 +35,27 @@ def analyze_source(
     if not path:
         raise InvalidInput("path must not be empty")
     settings = get_settings()
-    provider = provider or get_provider(settings)
+    active = provider or get_provider(settings)
+    cache = get_ai_cache()
+    called = False
+
+    def call_provider() -> dict[str, Any]:
+        nonlocal called
+        called = True
+        return active.analyze(content, language, rules, settings.ai_model).to_dict()
+
     started = time.perf_counter()
-    result = provider.analyze(content, language, rules, settings.ai_model)
+    key = CacheKeyGenerator.analysis(content, language, rules, settings.ai_model)
+    cached = cache.sync.get_or_compute(
+        ANALYSIS, key, call_provider, model=settings.ai_model, usage_of=lambda r: r.get("usage")
+    )
+    try:
+        result = AnalysisResult.from_dict(cached)
+    except CodecError:
+        # A well-formed entry whose value is not an analysis (foreign or stale writer): drop it.
+        cache.invalidate(key.key)
+        cached = call_provider()
+        result = AnalysisResult.from_dict(cached)
     duration_ms = (time.perf_counter() - started) * 1000
     with session_scope() as db:
         db.execute(
@@ -71,10 +90,15 @@ def analyze_source(
             )
             for f in result.findings
         )
+    hit = cache.enabled and not called
     return {
         "path": path,
         "findings": len(result.findings),
         "by_severity": dict(Counter(f.severity for f in result.findings)),
+        "cache_hit": hit,
+        "cost_saved_usd": cache.config.cost_usd(settings.ai_model, cached.get("usage"))
+        if hit
+        else 0.0,
     }
 
 
@@ -92,6 +116,5 @@ def prune_sessions(older_than_days: float | None = None) -> int:
             (AnalyzedFile, AnalyzedFile.session_id),
         ):
             db.execute(delete(model).where(column.in_(old)))
-        return db.execute(
-            delete(AnalysisSession).where(AnalysisSession.created_at < cutoff)
-        ).rowcount
+        result = db.execute(delete(AnalysisSession).where(AnalysisSession.created_at < cutoff))
+        return int(result.rowcount)  # type: ignore[attr-defined]  # a DELETE gives a CursorResult

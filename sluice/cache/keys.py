@@ -1,0 +1,142 @@
+"""Deterministic cache keys for AI calls.
+
+Keys keep the guide's shape, ``ai:<type>:v1:<input digest>:<params digest>``, with 128-bit BLAKE2b
+digests (the guide's 8 hex characters collide at scale). Inputs are encoded canonically (JSON with
+sorted keys, no ``str()`` concatenation), so field boundaries cannot be forged: ``("ab", "c")`` and
+``("a", "bc")`` never share a key. Each key comes with a *fingerprint*, a SHA-256 of the whole input,
+stored in the entry and checked on read, so even a digest collision is a miss, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from sluice.errors import InvalidInput
+
+KEY_VERSION = "v1"
+#: Parameters that never change a model's output and so never split the cache.
+TRANSPORT_PARAMS = frozenset(
+    {"timeout", "request_timeout", "user", "extra_headers", "stream_options"}
+)
+#: Stands for "the provider's default" when a call does not set its temperature (not 0).
+PROVIDER_DEFAULT = "<provider-default>"
+
+
+class CacheKey(NamedTuple):
+    """A cache key and the fingerprint of the full input it was made from."""
+
+    key: str
+    fingerprint: str
+
+
+def canonical(value: Any) -> bytes:
+    """The canonical JSON encoding of ``value`` (sorted keys, no spaces, exact unicode)."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"cannot build a cache key from this value: {exc}") from None
+    # surrogatepass: a lone surrogate in user code still makes a valid, distinct key.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _key(kind: str, subject: bytes, params: Any) -> CacheKey:
+    encoded_params = canonical(params)
+    fingerprint = hashlib.sha256(
+        canonical([kind, KEY_VERSION]) + b"\x00" + subject + b"\x00" + encoded_params
+    ).hexdigest()
+    return CacheKey(
+        f"ai:{kind}:{KEY_VERSION}:{_digest(subject)}:{_digest(encoded_params)}", fingerprint
+    )
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def normalize_rules(rules: Iterable[str] | None) -> list[str] | None:
+    """Rules as a set: order and duplicates do not matter; None and empty both mean "all"."""
+    if rules is None:
+        return None
+    if isinstance(rules, str):
+        rules = [rules]
+    unique = sorted({_text(rule, "each rule") for rule in rules})
+    return unique or None
+
+
+def _number(value: Any) -> Any:
+    # temperature=1 and temperature=1.0 are the same request.
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class CacheKeyGenerator:
+    """Key builders for the three cached content types (all static)."""
+
+    @staticmethod
+    def analysis(
+        code: str, language: str, rules: Iterable[str] | None = None, model: str | None = None
+    ) -> CacheKey:
+        """Key and fingerprint of a code analysis."""
+        code = _text(code, "code")
+        params = {
+            "language": _text(language, "language").lower(),
+            "rules": normalize_rules(rules),
+            "model": model,
+        }
+        return _key("analysis", code.encode("utf-8", "surrogatepass"), params)
+
+    @staticmethod
+    def generate_analysis_key(
+        code: str, language: str, rules: Iterable[str] | None = None, model: str | None = None
+    ) -> str:
+        """The guide's ``ai:analysis:v1:<code digest>:<params digest>``."""
+        return CacheKeyGenerator.analysis(code, language, rules, model).key
+
+    @staticmethod
+    def embedding(text: str, model: str | None = None) -> CacheKey:
+        """Key and fingerprint of one text's embedding."""
+        return _key(
+            "embedding", _text(text, "text").encode("utf-8", "surrogatepass"), {"model": model}
+        )
+
+    @staticmethod
+    def generate_embedding_key(text: str, model: str | None = None) -> str:
+        return CacheKeyGenerator.embedding(text, model).key
+
+    @staticmethod
+    def response(
+        messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
+    ) -> CacheKey:
+        """Key and fingerprint of a model response: the messages and every output-changing parameter.
+
+        A missing ``temperature`` means the provider's default, which is not the same as 0.
+        """
+        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+            raise InvalidInput("messages must be a list of {'role': ..., 'content': ...} mappings")
+        for message in messages:
+            if not isinstance(message, Mapping) or "role" not in message:
+                raise InvalidInput(f"each message needs a 'role', got {message!r}")
+        shaping = {k: _number(v) for k, v in params.items() if k not in TRANSPORT_PARAMS}
+        shaping.setdefault("temperature", PROVIDER_DEFAULT)
+        if isinstance(shaping.get("stop"), str):
+            shaping["stop"] = [shaping["stop"]]
+        return _key("response", canonical([dict(m) for m in messages]), {"model": model, **shaping})
+
+    @staticmethod
+    def generate_response_key(
+        messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
+    ) -> str:
+        return CacheKeyGenerator.response(messages, model, **params).key
+
+    @staticmethod
+    def call(content_type: str, function: str, arguments: Mapping[str, Any]) -> CacheKey:
+        """Key of a decorated function call: its qualified name and its bound arguments."""
+        return _key(content_type, function.encode(), dict(arguments))

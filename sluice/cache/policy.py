@@ -1,0 +1,134 @@
+"""What is cached, for how long, and what a saved call is worth."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sluice.errors import ConfigurationError, InvalidInput
+
+ANALYSIS, EMBEDDING, RESPONSE = "analysis", "embedding", "response"
+CONTENT_TYPES = (ANALYSIS, EMBEDDING, RESPONSE)
+
+#: USD per 1,000 (prompt, completion) tokens; override with SLUICE_CACHE_PRICES (JSON).
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4": (0.03, 0.06),
+    "gpt-4o": (0.0025, 0.01),
+    "gpt-4o-mini": (0.00015, 0.0006),
+    "text-embedding-3-small": (0.00002, 0.0),
+    "text-embedding-3-large": (0.00013, 0.0),
+    "sluice-local-1": (0.0, 0.0),
+}
+
+
+def check_content_type(content_type: str) -> str:
+    if content_type not in CONTENT_TYPES:
+        raise InvalidInput(
+            f"unknown content type {content_type!r}; use one of {', '.join(CONTENT_TYPES)}"
+        )
+    return content_type
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """TTLs per content type (the guide's table), cacheability rules, sizes and failure handling."""
+
+    ttl_analysis: float = 24 * 3600
+    ttl_embedding: float = 7 * 24 * 3600
+    ttl_response: float = 3600
+    #: Chat with a higher temperature is non-deterministic and is not cached.
+    max_cacheable_temperature: float = 0.3
+    #: Larger encoded values are not cached (and are counted as ``too_large``).
+    max_entry_bytes: int = 1 << 20
+    l1_max_entries: int = 10_000
+    l1_max_bytes: int = 64 << 20
+    #: L1 keeps an entry at most this long, bounding staleness where invalidation cannot be pushed.
+    l1_max_ttl: float = 300.0
+    #: Lease of the lock that lets one process compute a missing value; renewed while it runs.
+    lock_lease: float = 30.0
+    #: How long a process waits for another's computation before computing itself.
+    stampede_wait: float = 30.0
+    #: Socket timeout of L2 operations; after ``breaker_failures`` errors in a row, L2 is skipped
+    #: for ``breaker_reset`` seconds (fail-open).
+    l2_timeout: float = 0.5
+    breaker_failures: int = 3
+    breaker_reset: float = 5.0
+    #: Local stat counters are added to the cluster-wide totals at most this often.
+    stats_flush_interval: float = 1.0
+    price_per_call_usd: float = 0.02
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    def ttl_for(self, content_type: str) -> float:
+        """The default TTL of ``content_type``."""
+        return float(getattr(self, f"ttl_{check_content_type(content_type)}"))
+
+    def response_cacheable(self, params: Mapping[str, Any]) -> str | None:
+        """Why a model response with these parameters must not be cached, or None if it may be."""
+        if params.get("stream"):
+            return "streamed responses are never cached"
+        n = params.get("n")
+        if isinstance(n, int) and n > 1:
+            return "responses with n > 1 are never cached"
+        temperature = params.get("temperature")
+        if isinstance(temperature, int | float) and temperature > self.max_cacheable_temperature:
+            return (
+                f"temperature {temperature} > {self.max_cacheable_temperature} is non-deterministic"
+            )
+        return None
+
+    def cost_usd(self, model: str | None, usage: Mapping[str, Any] | None) -> float:
+        """What one call cost: from its token usage and the model's price, else the per-call price."""
+        price = self.prices.get(model or "")
+        if price is None or not usage:
+            return self.price_per_call_usd
+        prompt = float(usage.get("prompt_tokens") or 0)
+        completion = float(usage.get("completion_tokens") or 0)
+        return (prompt * price[0] + completion * price[1]) / 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CacheConfig:
+        """Defaults overridden by ``SLUICE_CACHE_*`` variables (validated, named in errors)."""
+        env = os.environ if env is None else env
+        overrides: dict[str, Any] = {}
+        numeric = {
+            "SLUICE_CACHE_TTL_ANALYSIS": ("ttl_analysis", float),
+            "SLUICE_CACHE_TTL_EMBEDDING": ("ttl_embedding", float),
+            "SLUICE_CACHE_TTL_RESPONSE": ("ttl_response", float),
+            "SLUICE_CACHE_MAX_TEMPERATURE": ("max_cacheable_temperature", float),
+            "SLUICE_CACHE_MAX_ENTRY_BYTES": ("max_entry_bytes", int),
+            "SLUICE_CACHE_L1_MAX_ENTRIES": ("l1_max_entries", int),
+            "SLUICE_CACHE_L1_MAX_BYTES": ("l1_max_bytes", int),
+            "SLUICE_CACHE_L2_TIMEOUT": ("l2_timeout", float),
+            "SLUICE_CACHE_PRICE_PER_CALL": ("price_per_call_usd", float),
+        }
+        for variable, (name, kind) in numeric.items():
+            raw = env.get(variable, "").strip()
+            if not raw:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{variable}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+            if value < 0 or (value == 0 and name != "max_cacheable_temperature"):
+                raise ConfigurationError(f"{variable}={raw!r} must be positive")
+            overrides[name] = value
+        prices_raw = env.get("SLUICE_CACHE_PRICES", "").strip()
+        if prices_raw:
+            overrides["prices"] = {**DEFAULT_PRICES, **_parse_prices(prices_raw)}
+        return replace(cls(), **overrides)
+
+
+def _parse_prices(raw: str) -> dict[str, tuple[float, float]]:
+    try:
+        data = json.loads(raw)
+        return {str(m): (float(p[0]), float(p[1])) for m, p in data.items()}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise ConfigurationError(
+            f"SLUICE_CACHE_PRICES={raw!r} must be JSON like "
+            '{"gpt-4o": [0.0025, 0.01]} (USD per 1K prompt and completion tokens)'
+        ) from None
