@@ -14,7 +14,7 @@ from sluice.workers.priority import ALL_QUEUES, PRIORITY_QUEUES
 _settings = get_settings()
 
 #: Longest countdown/ETA sluice ever schedules (retries and rate-limit waits are capped to it).
-MAX_COUNTDOWN_SECONDS = 3600
+MAX_COUNTDOWN_SECONDS = _settings.max_countdown
 
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
@@ -42,7 +42,8 @@ task_queues = [Queue(name, routing_key=name) for name in ALL_QUEUES]
 task_default_queue = "normal"
 task_default_priority = 5
 task_queue_max_priority = 10
-task_routes = {"sluice.analyze_file": {"queue": "high"}}
+#: Handler tasks are routed per call (``Priority.route``); maintenance runs on ``low``.
+task_routes = {"sluice.prune_*": {"queue": "low"}}
 
 _broker_options: dict[str, object] = {}
 if _settings.broker_url.startswith(("redis://", "rediss://")):
@@ -50,9 +51,7 @@ if _settings.broker_url.startswith(("redis://", "rediss://")):
     # message whose countdown is still pending: the visibility timeout must exceed any countdown.
     _broker_options = {
         "queue_order_strategy": "priority",
-        "visibility_timeout": MAX_COUNTDOWN_SECONDS * 4,
-        "priority_steps": list(range(10)),
-        "sep": ":",
+        "visibility_timeout": _settings.visibility_timeout,
     }
 elif _settings.embedded_broker:
     _folder = str(_settings.broker_dir)
@@ -66,7 +65,7 @@ elif _settings.embedded_broker:
     }
 broker_transport_options = _broker_options
 result_backend_transport_options = (
-    {"visibility_timeout": MAX_COUNTDOWN_SECONDS * 4}
+    {"visibility_timeout": _settings.visibility_timeout}
     if _settings.result_backend.startswith("redis")
     else {}
 )
@@ -79,6 +78,11 @@ worker_default_queues = list(PRIORITY_QUEUES)
 beat_schedule: dict[str, dict[str, object]] = {
     "prune-analysis-sessions": {
         "task": "sluice.prune_analysis_sessions",
+        "schedule": 24 * 3600.0,
+        "options": {"queue": "low", "priority": 3},
+    },
+    "prune-dead-letters": {
+        "task": "sluice.prune_dead_letters",
         "schedule": 24 * 3600.0,
         "options": {"queue": "low", "priority": 3},
     },

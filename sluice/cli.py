@@ -158,6 +158,7 @@ def _print_summary(report: Any) -> None:
     table.add_row("provider calls", str(report.provider_calls))
     table.add_row("cache hits", f"{report.cache_hits} ({hit_rate:.0%})")
     table.add_row("cost saved", f"${report.cost_saved_usd:.4f}")
+    table.add_row("files embedded", str(report.files_embedded))
     table.add_row("duration", f"{report.duration_s:.2f} s")
     table.add_row("throughput", f"{report.files_per_second:.1f} files/s")
     console.print(table)
@@ -218,6 +219,33 @@ def show_config() -> None:
         table.add_row(item.name, shown)
     console.print(table)
 
+
+from sluice.cache.cli import cache  # noqa: E402
+
+main.add_command(cache)
+
+
+def _register_subcommands() -> None:
+    from sluice.query.cli import report as db_report
+    from sluice.query.cli import seed as db_seed
+    from sluice.workers.cli import dlq, process_pending, queue
+
+    db.add_command(db_report)
+    db.add_command(db_seed)
+    for command in (dlq, process_pending, queue):
+        main.add_command(friendly_group(command))
+
+
+def friendly_group(command: click.Command) -> click.Command:
+    """Give every callback of ``command`` (and its subcommands) the one-line error handling."""
+    if command.callback is not None:
+        command.callback = friendly_errors(command.callback)
+    for sub in getattr(command, "commands", {}).values():
+        friendly_group(sub)
+    return command
+
+
+_register_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -29,3 +29,7 @@ class CodecError(SluiceError):
 
 class ProviderError(SluiceError):
     """An AI provider call failed after its retries; the message never contains the API key."""
+
+
+class TaskFailed(SluiceError):
+    """A task failed after all its retries; it is in the dead-letter queue (see ``sluice dlq``)."""

@@ -63,6 +63,12 @@ class Settings:
     worker_concurrency: int = 2
     task_timeout: float = 600.0
     retention_days: float = 30.0
+    handler_modules: tuple[str, ...] = ()
+    max_payload_bytes: int = 1_048_576
+    max_countdown: float = 3600.0
+    visibility_timeout: float = 4 * 3600.0
+    batch_flush_every: int = 100
+    batch_flush_interval: float = 1.0
     log_level: str = "INFO"
     cache_enabled: bool = True
     async_processing_enabled: bool = True
@@ -172,6 +178,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"SLUICE_RESULT_BACKEND={result_backend!r} must be a redis:// or db+<sqlalchemy url>"
         )
+    max_countdown = _number(env, "SLUICE_MAX_COUNTDOWN", 3600.0, float, 1)
+    visibility_timeout = _number(env, "SLUICE_VISIBILITY_TIMEOUT", 4 * 3600.0, float, 1)
+    if visibility_timeout <= max_countdown:
+        # Redis redelivers an unacknowledged message after the visibility timeout, so a task
+        # delayed longer than that would run twice.
+        raise ConfigurationError(
+            f"SLUICE_VISIBILITY_TIMEOUT={visibility_timeout:g} must exceed "
+            f"SLUICE_MAX_COUNTDOWN={max_countdown:g}"
+        )
     ai_model_default = "sluice-local-1"
     provider = _choice(env, "SLUICE_AI_PROVIDER", "local", AI_PROVIDERS)
     if provider == "openai":
@@ -200,6 +215,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
         task_timeout=_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),
         retention_days=_number(env, "SLUICE_RETENTION_DAYS", 30.0, float, 0.001),
+        handler_modules=tuple(
+            m.strip() for m in env.get("SLUICE_HANDLER_MODULES", "").split(",") if m.strip()
+        ),
+        max_payload_bytes=_number(env, "SLUICE_MAX_PAYLOAD_BYTES", 1_048_576, int, 1),
+        max_countdown=max_countdown,
+        visibility_timeout=visibility_timeout,
+        batch_flush_every=_number(env, "SLUICE_BATCH_FLUSH_EVERY", 100, int, 1),
+        batch_flush_interval=_number(env, "SLUICE_BATCH_FLUSH_INTERVAL", 1.0, float, 0.01),
         log_level=_choice(
             env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}
         ).upper(),

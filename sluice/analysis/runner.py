@@ -11,20 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import TimeoutError as ResultTimeout
-from celery.result import AsyncResult
+from celery.result import AsyncResult, EagerResult
 from sqlalchemy import func, select
 
 from sluice.ai import SEVERITIES
-from sluice.analysis.service import analyze_source
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 from sluice.db import AnalysisSession, CodeReviewResult, session_scope, upgrade
-from sluice.errors import BackendUnavailable, InvalidInput, SluiceError
+from sluice.errors import BackendUnavailable, InvalidInput
 from sluice.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 #: Called with (files done, files total) as results arrive.
 ProgressCallback = Callable[[int, int], None]
+#: Characters of each file that go into its embedding.
+EMBED_CHARS = 8000
 #: Per file: its path and either the task's summary or the error that failed it.
 Outcome = tuple[str, dict[str, Any] | str]
 
@@ -42,6 +43,7 @@ class AnalysisReport:
     walk: WalkReport
     failed: list[tuple[str, str]] = field(default_factory=list)
     cache_hits: int = 0
+    files_embedded: int = 0
     cost_saved_usd: float = 0.0
     by_severity: dict[str, int] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
@@ -86,12 +88,12 @@ def run_analysis(
     rule_list = list(rules) if rules else None
     if not settings.async_processing_enabled:
         mode = "inline (ASYNC_PROCESSING_ENABLED=false)"
-        outcomes = _run_inline(session_id, files, rule_list, notify)
+        workers = 0
     else:
         if workers is None:
             workers = settings.worker_concurrency if settings.embedded_broker else 0
         mode = f"embedded worker x{workers}" if workers else "external workers"
-        outcomes = _run_on_celery(session_id, files, rule_list, workers, settings, notify)
+    outcomes, embedded = _run_tasks(session_id, files, rule_list, workers, settings, notify)
     failed = [(path, error) for path, error in outcomes if isinstance(error, str)]
     done = [outcome for _, outcome in outcomes if isinstance(outcome, dict)]
     report = AnalysisReport(
@@ -105,6 +107,7 @@ def run_analysis(
         failed=failed,
         cache_hits=sum(1 for o in done if o.get("cache_hit")),
         cost_saved_usd=sum(float(o.get("cost_saved_usd", 0.0)) for o in done),
+        files_embedded=embedded,
     )
     _finish_session(report)
     return report
@@ -124,49 +127,61 @@ def _create_session(root: Path, total: int, settings: Settings) -> int:
         return row.id
 
 
-def _run_inline(
-    session_id: int, files: list[SourceFile], rules: list[str] | None, notify: ProgressCallback
-) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    for done, source in enumerate(files, 1):
-        try:
-            summary = analyze_source(
-                session_id, source.path, source.content, source.language, rules
-            )
-            outcomes.append((source.path, summary))
-        except SluiceError as exc:
-            outcomes.append((source.path, str(exc)))
-        notify(done, len(files))
-    return outcomes
-
-
-def _run_on_celery(
+def _run_tasks(
     session_id: int,
     files: list[SourceFile],
     rules: list[str] | None,
     workers: int,
     settings: Settings,
     notify: ProgressCallback,
-) -> list[Outcome]:
-    from sluice.analysis.tasks import analyze_file
+) -> tuple[list[Outcome], int]:
+    """One HIGH ``analysis`` task per file plus one chord of ``embedding`` chunks for all files.
+
+    With async processing off, both run inline through the same handlers, retries and dead letters.
+    """
     from sluice.celery import app
+    from sluice.workers import submit_batch, submit_task
     from sluice.workers.embedded import EmbeddedWorker
-    from sluice.workers.priority import Priority, route
 
     worker = None
     if workers:
         worker = EmbeddedWorker(workers, settings.data_dir / "logs" / "embedded-worker.log")
         worker.start()
-    else:
+    elif settings.async_processing_enabled:
         _require_external_workers(app, settings)
     try:
         results = [
-            analyze_file.apply_async(
-                args=(session_id, f.path, f.content, f.language, rules), **route(Priority.HIGH)
+            submit_task(
+                "analysis",
+                {
+                    "session_id": session_id,
+                    "path": f.path,
+                    "content": f.content,
+                    "language": f.language,
+                    "rules": rules,
+                },
             )
             for f in files
         ]
-        return _collect(results, files, settings, notify, worker.check_alive if worker else None)
+        embeddings = (
+            submit_batch(
+                "embedding",
+                [
+                    {"session_id": session_id, "path": f.path, "text": f.content[:EMBED_CHARS]}
+                    for f in files
+                ],
+            )
+            if files
+            else None
+        )
+        outcomes = _collect(
+            results, files, settings, notify, worker.check_alive if worker else None
+        )
+        embedded = 0
+        if embeddings is not None:
+            vectors = embeddings.get(timeout=settings.task_timeout)
+            embedded = sum(1 for v in vectors if isinstance(v, dict))
+        return outcomes, embedded
     finally:
         if worker:
             worker.stop()
@@ -213,7 +228,8 @@ def _collect(
             outcomes.append((source.path, f"{type(value).__name__}: {value}"))
         else:
             outcomes.append((source.path, value))
-        result.forget()
+        if not isinstance(result, EagerResult):
+            result.forget()
         notify(done, len(files))
     return outcomes
 

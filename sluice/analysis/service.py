@@ -1,4 +1,4 @@
-"""Analyse one file and store its findings: the body of the ``sluice.analyze_file`` task."""
+"""Analyse one file and store its findings: the body of the ``analysis`` handler."""
 
 from __future__ import annotations
 
@@ -96,6 +96,7 @@ def analyze_source(
         "findings": len(result.findings),
         "by_severity": dict(Counter(f.severity for f in result.findings)),
         "cache_hit": hit,
+        "critical": [f.to_dict() for f in result.findings if f.severity == "critical"],
         "cost_saved_usd": cache.config.cost_usd(settings.ai_model, cached.get("usage"))
         if hit
         else 0.0,

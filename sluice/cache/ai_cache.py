@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar, cast
@@ -32,14 +34,14 @@ from sluice.cache.policy import (
     ANALYSIS,
     CONTENT_TYPES,
     EMBEDDING,
+    EVENTS,
     RESPONSE,
     CacheConfig,
     check_content_type,
 )
-from sluice.cache.stats import EVENTS, CacheStats
 from sluice.errors import BackendUnavailable, CodecError, InvalidInput, SluiceError
 from sluice.settings import Settings, get_settings
-from sluice.store import Codec, RedisStore, Store, get_store
+from sluice.store import BufferedCounters, Codec, RedisStore, Store, get_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +50,11 @@ CHANNEL = "ai:invalidate"
 GENERATION_KEYS = {scope: f"ai:gen:{scope}" for scope in ("all", *CONTENT_TYPES)}
 #: How often a process re-reads the generation counters without being told to.
 GENERATION_REFRESH = 1.0
+#: Single-key invalidations are also logged in the store (a sequence counter and one short-lived
+#: entry per invalidation), so processes that get no pub/sub message (the disk store, or a Redis
+#: subscriber that was reconnecting) drop the key from their L1 at their next generation refresh.
+INVALIDATION_SEQ = "ai:inval:seq"
+INVALIDATION_LOG_TTL = 600.0
 _COMPUTE = object()  # the step a fill yields when it needs the value computed
 
 
@@ -210,12 +217,13 @@ class AIResultCache:
         self.l1 = L1MemoryCache(self.config.l1_max_entries, self.config.l1_max_bytes)
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset)
         self.l2 = L2RedisCache(self.store, self.breaker)
-        self.stats = CacheStats(
+        self.stats = BufferedCounters(
             self._flush_stats, self.l2.read_stats, self.config.stats_flush_interval
         )
         self.l2.stats = self.stats
         self.sync = SyncAIResultCache(self)
         self._generations: dict[str, int] = {}
+        self._invalidation_seq: int | None = None
         self._generations_read_at = float("-inf")
         self._inflight: dict[str, Future[Any]] = {}
         self._ainflight: dict[tuple[int, str], asyncio.Future[Any]] = {}
@@ -339,6 +347,9 @@ class AIResultCache:
         full = self._full_key(content_type, key)
         self.l1.delete(full)
         self.l2.delete(content_type, [full])
+        seq = self.l2.bump(INVALIDATION_SEQ)
+        if seq is not None:
+            self.l2.set("invalidation", f"ai:inval:{seq}", key, INVALIDATION_LOG_TTL)
         self.l2.publish(CHANNEL, {"key": key})
 
     def invalidate_type(self, content_type: str) -> None:
@@ -351,16 +362,17 @@ class AIResultCache:
 
     def get_stats(self) -> dict[str, Any]:
         """The guide's stats shape, with cluster-wide counters, plus a breakdown by content type."""
-        totals, shared = self.stats.totals()
+        if self.enabled:
+            totals, shared = self.stats.totals()
+        else:  # CACHE_ENABLED=false: the store is never touched, not even for stats
+            totals, shared = Counter[str](), False
         by_type = {ct: {e: totals[f"{ct}:{e}"] for e in EVENTS} for ct in CONTENT_TYPES}
         l1_hits = sum(t["l1_hits"] for t in by_type.values())
         l2_hits = sum(t["l2_hits"] for t in by_type.values())
         misses = sum(t["misses"] for t in by_type.values())
         hits = l1_hits + l2_hits
-        l2_errors = sum(
-            totals[f"{scope}:l2_errors"]
-            for scope in (*CONTENT_TYPES, "generation", "lock", "invalidation")
-        )
+        # Every scope's errors (content types, generations, locks, invalidations, stats flushes).
+        l2_errors = sum(n for name, n in totals.items() if name.endswith(":l2_errors"))
         return {
             "enabled": self.enabled,
             "global": {
@@ -570,7 +582,8 @@ class AIResultCache:
     ) -> tuple[bool, Any]:
         if envelope is None:
             return False, None
-        if not isinstance(envelope, dict) or not {"fp", "v", "exp", "cost"} <= envelope.keys():
+        if not _well_formed(envelope):
+            # A foreign writer's value, or one of ours damaged: a counted miss, never an error.
             self.stats.incr(content_type, "corrupt")
             return False, None
         if envelope["fp"] != key.fingerprint:
@@ -599,19 +612,37 @@ class AIResultCache:
     def _full_key(self, content_type: str, key: str) -> str:
         if time.monotonic() - self._generations_read_at >= GENERATION_REFRESH:
             self._read_generations()
+        return self._key_in(content_type, key)
+
+    def _key_in(self, content_type: str, key: str) -> str:
+        """``key`` under the generations known now (no refresh)."""
         return f"{key}@{self._generations.get('all', 0)}.{self._generations.get(content_type, 0)}"
 
     def _read_generations(self) -> None:
         self._generations_read_at = time.monotonic()
         scopes = list(GENERATION_KEYS)
-        values = self.l2.counters([GENERATION_KEYS[s] for s in scopes])
+        values = self.l2.counters([GENERATION_KEYS[s] for s in scopes] + [INVALIDATION_SEQ])
         if values is None:
             return  # L2 down: keep the generations we know
+        *values, seq = values
+        self._apply_invalidation_log(seq)
         fresh = dict(zip(scopes, values, strict=True))
         if fresh != self._generations:
             if self._generations:
                 self.l1.clear()  # old-generation entries can never be hit again; free them
             self._generations = fresh
+
+    def _apply_invalidation_log(self, seq: int) -> None:
+        """Drop from L1 the keys invalidated (by any process) since the last refresh."""
+        last, self._invalidation_seq = self._invalidation_seq, seq
+        if last is None or seq <= last:
+            return  # first read: L1 is empty of anything older; or nothing new
+        names = [f"ai:inval:{n}" for n in range(max(last + 1, seq - 1000), seq + 1)]
+        for key in self.l2.get_many("invalidation", names).values():
+            with contextlib.suppress(InvalidInput):
+                if isinstance(key, str):
+                    content_type = _content_type_of(key)
+                    self.l1.delete(self._key_in(content_type, key))
 
     def _bump(self, scope: str) -> None:
         if self.l2.bump(GENERATION_KEYS[scope]) is None:
@@ -639,10 +670,30 @@ class AIResultCache:
                             self.l1.delete(self._full_key(content_type, str(message["key"])))
                         elif message is not None:
                             self._read_generations()
-            except (SluiceError, InvalidInput, OSError) as exc:
+            except Exception as exc:
+                # Whatever the client raises (an outage, a connection closed under us), the
+                # listener must survive it and reconnect, or invalidations stop arriving.
+                if self._closed.is_set():
+                    return
                 log.debug("cache invalidation listener reconnecting: %s", exc)
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _well_formed(envelope: Any) -> bool:
+    """Whether ``envelope`` has the shape :meth:`AIResultCache.put` writes (types included)."""
+    return (
+        isinstance(envelope, dict)
+        and {"fp", "v", "exp", "cost"} <= envelope.keys()
+        and isinstance(envelope["fp"], str)
+        and _real(envelope["exp"])
+        and _real(envelope["cost"])
+        and envelope["cost"] >= 0
+    )
 
 
 def _content_type_of(key: str) -> str:

@@ -33,6 +33,15 @@ def _is_bound_task(value: Any) -> bool:
     return hasattr(value, "request") and hasattr(value, "apply_async")
 
 
+def _call_params(signature: inspect.Signature, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The call's parameters with ``**kwargs`` flattened, so ``chat(m, temperature=0.9)`` is seen."""
+    params = dict(arguments)
+    for name, parameter in signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in params:
+            params.update(params.pop(name))
+    return params
+
+
 def cached_ai_call(
     cache: CacheSource = None,
     content_type: str = "analysis",
@@ -64,7 +73,9 @@ def cached_ai_call(
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             arguments = {k: v for k, v in bound.arguments.items() if not _is_bound_task(v)}
-            if content_type == RESPONSE and target.config.response_cacheable(arguments) is not None:
+            if content_type == RESPONSE and target.config.response_cacheable(
+                _call_params(signature, arguments)
+            ):
                 target.stats.incr(RESPONSE, "uncacheable")
                 return None
             return target, CacheKeyGenerator.call(content_type, name, arguments)

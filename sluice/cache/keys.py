@@ -125,7 +125,8 @@ class CacheKeyGenerator:
             if not isinstance(message, Mapping) or "role" not in message:
                 raise InvalidInput(f"each message needs a 'role', got {message!r}")
         shaping = {k: _number(v) for k, v in params.items() if k not in TRANSPORT_PARAMS}
-        shaping.setdefault("temperature", PROVIDER_DEFAULT)
+        if shaping.get("temperature") is None:  # absent or None: the provider's default, not 0
+            shaping["temperature"] = PROVIDER_DEFAULT
         if isinstance(shaping.get("stop"), str):
             shaping["stop"] = [shaping["stop"]]
         return _key("response", canonical([dict(m) for m in messages]), {"model": model, **shaping})

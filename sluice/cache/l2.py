@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from sluice.cache.breaker import CircuitBreaker
-from sluice.cache.stats import CacheStats
-from sluice.errors import CodecError, SluiceError
-from sluice.store import Store, StoreLock
+from sluice.errors import BackendUnavailable, CodecError, InvalidInput, SluiceError
+from sluice.store import BufferedCounters, Store, StoreLock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -24,7 +23,9 @@ STATS_KEY = "ai:stats"
 class L2RedisCache:
     """Fail-open access to cache entries, generations, stats and fill locks in the store."""
 
-    def __init__(self, store: Store, breaker: CircuitBreaker, stats: CacheStats | None = None):
+    def __init__(
+        self, store: Store, breaker: CircuitBreaker, stats: BufferedCounters | None = None
+    ):
         self.store = store
         self.breaker = breaker
         self.stats = stats
@@ -34,7 +35,10 @@ class L2RedisCache:
             return default
         try:
             result = operation()
-        except CodecError:
+        except (CodecError, InvalidInput):
+            # The backend answered (with a value we refuse): not an outage. Recording the success
+            # also ends a half-open trial, which would otherwise stay "running" forever.
+            self.breaker.record_success()
             raise
         except SluiceError as exc:
             self.breaker.record_failure()
@@ -49,7 +53,8 @@ class L2RedisCache:
         """The stored envelope, or None on a miss, an error, or a corrupt value (counted)."""
         try:
             return self._guarded(content_type, None, lambda: self.store.get(key))
-        except CodecError as exc:
+        except (CodecError, InvalidInput) as exc:
+            # Garbage, a pickle, or a foreign value of another kind (a list, a hash) under the key.
             if self.stats:
                 self.stats.incr(content_type, "corrupt")
             log.warning("ignoring undecodable L2 value at %s: %s", key, exc)
@@ -58,7 +63,7 @@ class L2RedisCache:
     def get_many(self, content_type: str, keys: list[str]) -> dict[str, Any]:
         try:
             return self._guarded(content_type, {}, lambda: self.store.get_many(keys))
-        except CodecError:
+        except (CodecError, InvalidInput):
             # One corrupt value spoils the batch read; fall back to reading each key alone.
             found = {key: self.get(content_type, key) for key in keys}
             return {key: value for key, value in found.items() if value is not None}
@@ -106,8 +111,16 @@ class L2RedisCache:
     # Stats: shared totals in one hash of the store.
 
     def add_stats(self, batch: dict[str, int]) -> None:
-        for field, amount in batch.items():
-            self.store.hincr(STATS_KEY, field, amount)
+        """Add a batch to the shared totals; raises when it could not (the caller keeps it)."""
+
+        def add() -> bool:
+            for field, amount in batch.items():
+                self.store.hincr(STATS_KEY, field, amount)
+            return True
+
+        # Through the breaker, so a dead L2 costs the stats flush no timeout once it is open.
+        if not self._guarded("stats", False, add):
+            raise BackendUnavailable("could not add cache stats to the shared store")
 
     def read_stats(self) -> dict[str, int]:
         return self.store.hgetall_counters(STATS_KEY)

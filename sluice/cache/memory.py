@@ -43,9 +43,11 @@ class L1MemoryCache:
 
     def set(self, key: str, value: Any, ttl: float, size: int) -> bool:
         """Store ``value`` for ``ttl`` seconds; False when it alone exceeds ``max_bytes``."""
-        if size > self.max_bytes:
-            return False
         with self._lock:
+            if size > self.max_bytes:
+                # Drop any older value too: keeping it would serve a value the caller replaced.
+                self._remove(key)
+                return False
             if key in self._data:
                 self._remove(key)
             self._data[key] = (value, time.monotonic() + ttl, size)

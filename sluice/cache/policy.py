@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,21 @@ from sluice.errors import ConfigurationError, InvalidInput
 
 ANALYSIS, EMBEDDING, RESPONSE = "analysis", "embedding", "response"
 CONTENT_TYPES = (ANALYSIS, EMBEDDING, RESPONSE)
+#: The events counted per content type (cluster-wide, see :class:`sluice.store.BufferedCounters`).
+EVENTS = (
+    "l1_hits",
+    "l2_hits",
+    "misses",
+    "l2_misses",
+    "l2_errors",
+    "corrupt",
+    "sets",
+    "too_large",
+    "uncacheable",
+    "provider_calls",
+    "stampede_waits",
+    "cost_saved_micro_usd",
+)
 
 #: USD per 1,000 (prompt, completion) tokens; override with SLUICE_CACHE_PRICES (JSON).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -114,6 +130,8 @@ class CacheConfig:
                 raise ConfigurationError(
                     f"{variable}={raw!r} is not a valid {kind.__name__}"
                 ) from None
+            if not math.isfinite(value):
+                raise ConfigurationError(f"{variable}={raw!r} must be a finite number")
             if value < 0 or (value == 0 and name != "max_cacheable_temperature"):
                 raise ConfigurationError(f"{variable}={raw!r} must be positive")
             overrides[name] = value

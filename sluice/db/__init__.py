@@ -9,6 +9,7 @@ from sluice.db.models import (
     Base,
     CodeReviewResult,
     DeadLetterTask,
+    FileEmbedding,
     Project,
     User,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Base",
     "CodeReviewResult",
     "DeadLetterTask",
+    "FileEmbedding",
     "Project",
     "User",
     "build_engine",

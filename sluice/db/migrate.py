@@ -24,9 +24,12 @@ def _run(engine: Engine, action: str, revision: str) -> None:
     if revision not in known | {"head", "base"} and not revision.startswith(("+", "-")):
         raise InvalidInput(f"unknown revision {revision!r}; known: {', '.join(sorted(known))}")
     try:
-        with engine.begin() as connection:
+        # Not engine.begin(): Alembic must own the transaction, so that a revision's
+        # autocommit_block() (CREATE INDEX CONCURRENTLY in 004) can commit and leave it.
+        with engine.connect() as connection:
             config.attributes["connection"] = connection
             getattr(command, action)(config, revision)
+            connection.commit()
     except OperationalError as exc:
         raise BackendUnavailable(f"database {engine.url!r} is unavailable: {exc.orig}") from None
 

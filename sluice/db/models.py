@@ -125,10 +125,27 @@ class DeadLetterTask(Base):
     task_id: Mapped[str] = mapped_column(String(64))
     task_name: Mapped[str] = mapped_column(String(200))
     queue: Mapped[str] = mapped_column(String(50))
+    priority: Mapped[int] = mapped_column(Integer, default=5)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str] = mapped_column(Text)
     traceback: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: How often this task had already been replayed from the dead-letter queue when it failed.
+    replays: Mapped[int] = mapped_column(Integer, default=0)
     history: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     replayed_at: Mapped[datetime | None]
+
+
+class FileEmbedding(Base):
+    """The embedding vector of one analysed file (written by the batched ``embedding`` handler)."""
+
+    __tablename__ = "file_embeddings"
+    __table_args__ = (UniqueConstraint("session_id", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("analysis_sessions.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(100))
+    vector: Mapped[list[Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

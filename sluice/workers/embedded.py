@@ -45,6 +45,9 @@ class EmbeddedWorker:
             "--queues", ",".join(self.queues),
             "--concurrency", str(self.concurrency),
             "--pool", "prefork",
+            # chord_unlock and retries wait as ETA messages that count against prefetch; with
+            # prefetch 1 they would stall the embedded broker between polls.
+            "--prefetch-multiplier", "8",
             "--hostname", self.name,
             "--loglevel", "INFO",
             "--logfile", str(self.log_file),

@@ -93,3 +93,15 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://:hunter2@cache:6379/1") == "redis://:***@cache:6379/1"
     assert redact_url("postgresql+psycopg://app:pw@db/x") == "postgresql+psycopg://app:***@db/x"
     assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_visibility_timeout_must_exceed_the_longest_countdown() -> None:
+    with pytest.raises(ConfigurationError, match="SLUICE_VISIBILITY_TIMEOUT=60 must exceed"):
+        load_settings({"SLUICE_VISIBILITY_TIMEOUT": "60", "SLUICE_MAX_COUNTDOWN": "120"})
+    s = load_settings({"SLUICE_VISIBILITY_TIMEOUT": "30", "SLUICE_MAX_COUNTDOWN": "5"})
+    assert (s.visibility_timeout, s.max_countdown) == (30.0, 5.0)
+
+
+def test_handler_modules_are_a_comma_separated_list() -> None:
+    s = load_settings({"SLUICE_HANDLER_MODULES": "app.handlers, other.handlers ,"})
+    assert s.handler_modules == ("app.handlers", "other.handlers")

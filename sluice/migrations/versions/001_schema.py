@@ -116,15 +116,34 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "file_embeddings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("session_id", sa.Integer(), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("model", sa.String(100), nullable=False),
+        sa.Column("vector", sa.JSON(), nullable=False),
+        _timestamp("created_at"),
+        sa.PrimaryKeyConstraint("id", name="pk_file_embeddings"),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["analysis_sessions.id"],
+            name="fk_file_embeddings_session_id_analysis_sessions",
+            ondelete="CASCADE",
+        ),
+        sa.UniqueConstraint("session_id", "path", name="uq_file_embeddings_session_id"),
+    )
+    op.create_table(
         "dead_letter_tasks",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("task_id", sa.String(64), nullable=False),
         sa.Column("task_name", sa.String(200), nullable=False),
         sa.Column("queue", sa.String(50), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=False),
         sa.Column("traceback", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("replays", sa.Integer(), nullable=False),
         sa.Column("history", sa.JSON(), nullable=False),
         _timestamp("created_at"),
         _timestamp("replayed_at", nullable=True),
@@ -135,6 +154,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in (
         "dead_letter_tasks",
+        "file_embeddings",
         "audit_log",
         "code_review_results",
         "analyzed_files",

@@ -1,7 +1,8 @@
-"""Cache counters that are cluster-wide: local increments, added to shared totals in the store.
+"""Cluster-wide counters: local increments, added to shared totals in the store.
 
-Incrementing the store on every hit would put a network round trip on the L1 hot path, so each
-process buffers its increments and adds them to one hash in the store at most once per interval.
+Incrementing the store on every event would put a network round trip on hot paths (an L1 cache hit,
+a task submission), so each process buffers its increments and adds them to one hash in the store
+at most once per interval.
 Totals are the shared hash plus this process's unflushed increments; a flush that fails keeps its
 increments for the next one, so no count is lost while the store is down.
 """
@@ -13,27 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-#: The events counted per content type.
-EVENTS = (
-    "l1_hits",
-    "l2_hits",
-    "misses",
-    "l2_misses",
-    "l2_errors",
-    "corrupt",
-    "sets",
-    "too_large",
-    "uncacheable",
-    "provider_calls",
-    "stampede_waits",
-    "cost_saved_micro_usd",
-)
 
+class BufferedCounters:
+    """Per-process buffer of ``(scope, event)`` counts with periodic flushes.
 
-class CacheStats:
-    """Per-process buffer of ``(content type, event)`` counts with periodic flushes.
-
-    ``flush`` adds a batch of ``"type:event" -> delta`` to the shared totals and raises on failure;
+    ``flush`` adds a batch of ``"scope:event" -> delta`` to the shared totals and raises on failure;
     ``read`` returns the shared totals (or raises).
     """
 
@@ -50,9 +35,9 @@ class CacheStats:
         self._lock = threading.Lock()
         self._flushed_at = time.monotonic()
 
-    def incr(self, content_type: str, event: str, amount: int = 1) -> None:
+    def incr(self, scope: str, event: str, amount: int = 1) -> None:
         with self._lock:
-            self._pending[f"{content_type}:{event}"] += amount
+            self._pending[f"{scope}:{event}"] += amount
         if time.monotonic() - self._flushed_at >= self.interval:
             self.flush()
 
@@ -72,7 +57,7 @@ class CacheStats:
             return False
 
     def totals(self) -> tuple[Counter[str], bool]:
-        """Cluster-wide counts by ``"type:event"`` and whether the shared part could be read."""
+        """Cluster-wide counts by ``"scope:event"`` and whether the shared part could be read."""
         self.flush()
         shared_ok = True
         try:

@@ -1,0 +1,102 @@
+"""Explicit batches: payloads split into chunks of the handler's ``batch_size`` and run as a chord.
+
+The chord's body merges the chunks' entries back into submission order. An item that failed inside
+its chunk was handed to :func:`~sluice.workers.tasks.run_handler` to be retried (and dead-lettered)
+alone, so its entry names that task; :class:`BatchResult` waits for those too and returns one value
+per payload, a :class:`~sluice.errors.TaskFailed` in the slot of an item that finally failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celery import chord
+from celery.result import AsyncResult, EagerResult
+
+from sluice.errors import BackendUnavailable, InvalidInput, TaskFailed
+from sluice.settings import get_settings
+from sluice.workers import stats
+from sluice.workers.priority import Priority, route
+from sluice.workers.submit import check_payload, resolve
+
+
+class BatchResult:
+    """The pending outcome of :func:`submit_batch`: ``get()`` or ``await wait()``."""
+
+    def __init__(self, result: AsyncResult | EagerResult, size: int) -> None:
+        self.result = result
+        self.size = size
+
+    @property
+    def id(self) -> str:
+        return str(self.result.id)
+
+    def ready(self) -> bool:
+        return bool(self.result.ready())
+
+    def get(self, timeout: float | None = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        entries = self.result.get(timeout=timeout, interval=0.02)
+        return [self._resolve(entry, deadline) for entry in entries]
+
+    async def wait(self, timeout: float | None = None) -> list[Any]:
+        """Await the results without blocking the event loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while not self.result.ready():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise BackendUnavailable(f"batch {self.id} did not finish within {timeout}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        entries = self.result.get(timeout=1, interval=0.02)
+        pending = [
+            AsyncResult(e["task_id"], app=self.result.app) for e in entries if "task_id" in e
+        ]
+        while not all(r.ready() for r in pending):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise BackendUnavailable(
+                    f"batch {self.id}: retried items did not finish within {timeout}s"
+                )
+            await asyncio.sleep(0.05)
+        return [self._resolve(entry, deadline) for entry in entries]
+
+    def _resolve(self, entry: dict[str, Any], deadline: float | None) -> Any:
+        if "result" in entry:
+            return entry["result"]
+        if "error" in entry:
+            return TaskFailed(entry["error"])
+        retried = AsyncResult(entry["task_id"], app=self.result.app)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        value = retried.get(timeout=remaining, propagate=False, interval=0.02)
+        return TaskFailed(str(value)) if retried.failed() else value
+
+
+def submit_batch(
+    name: str,
+    payloads: Sequence[dict[str, Any]],
+    priority: Priority | str | int | None = Priority.BATCH,
+) -> BatchResult:
+    """Run ``payloads`` through handler ``name`` in chunks of its ``batch_size``, as one chord."""
+    from sluice.workers.tasks import collect_batch, run_batch
+
+    handler, level = resolve(name, priority)
+    if isinstance(payloads, dict | str) or not isinstance(payloads, Sequence):
+        raise InvalidInput("payloads must be a list of dicts")
+    if not payloads:
+        raise InvalidInput("payloads is empty: there is nothing to submit")
+    for payload in payloads:
+        check_payload(payload)
+    items = [[index, payload] for index, payload in enumerate(payloads)]
+    size = max(1, handler.batch_size)
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    meta = {"priority": int(level)}
+    stats.record("submitted", level.queue, name, len(payloads))
+    if not get_settings().async_processing_enabled:
+        entries = [e for chunk in chunks for e in run_batch.apply((name, chunk, meta)).get()]
+        return BatchResult(EagerResult("inline-batch", entries, "SUCCESS"), len(payloads))
+    options = route(level)
+    header = [run_batch.signature((name, chunk, meta), **options) for chunk in chunks]
+    return BatchResult(chord(header)(collect_batch.signature((), **options)), len(payloads))

@@ -1,0 +1,133 @@
+"""The platform's own handlers: analysis (HIGH), embedding (BATCH), security alert (CRITICAL)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import delete
+
+from sluice.ai import get_provider
+from sluice.cache import EMBEDDING, get_ai_cache
+from sluice.db import AuditLog, FileEmbedding, session_scope
+from sluice.settings import get_settings
+from sluice.workers.handlers import TaskHandler, registry
+from sluice.workers.priority import Priority
+
+log = logging.getLogger(__name__)
+
+
+class AnalysisHandler(TaskHandler):
+    """Review one file and store its findings; raise a security alert for critical ones."""
+
+    priority = Priority.HIGH
+    max_retries = 5
+
+    @property
+    def task_name(self) -> str:
+        return "analysis"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from sluice.analysis.service import analyze_source
+
+        summary = analyze_source(
+            payload["session_id"],
+            payload["path"],
+            payload["content"],
+            payload["language"],
+            payload.get("rules"),
+        )
+        critical = summary.pop("critical", [])
+        if critical:
+            from sluice.workers.submit import submit_task
+
+            submit_task(
+                "security_alert",
+                {
+                    "session_id": payload["session_id"],
+                    "path": payload["path"],
+                    "findings": critical,
+                },
+            )
+        return summary
+
+
+class EmbeddingHandler(TaskHandler):
+    """Embed files in one provider call per chunk (through the cache) and store the vectors."""
+
+    priority = Priority.BATCH
+    batch_size = 64
+
+    @property
+    def task_name(self) -> str:
+        return "embedding"
+
+    def supports_batch(self) -> bool:
+        return True
+
+    def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        settings = get_settings()
+        cache = get_ai_cache()
+        model = settings.ai_embedding_model if settings.ai_provider == "openai" else None
+        texts = [p["text"] for p in payloads]
+        vectors = cache.sync.get_embeddings(texts, model)
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        if missing:
+            fresh = get_provider(settings).embed([texts[i] for i in missing], model)
+            for i, vector in zip(missing, fresh.vectors, strict=True):
+                vectors[i] = vector
+            cache.sync.set_embeddings([texts[i] for i in missing], fresh.vectors, model)
+            cache.stats.incr(EMBEDDING, "provider_calls")
+        stored = [p for p in payloads if p.get("session_id")]
+        if stored:
+            with session_scope() as db:
+                for payload in stored:
+                    db.execute(
+                        delete(FileEmbedding).where(
+                            FileEmbedding.session_id == payload["session_id"],
+                            FileEmbedding.path == payload["path"],
+                        )
+                    )
+                db.add_all(
+                    FileEmbedding(
+                        session_id=p["session_id"],
+                        path=p["path"],
+                        model=model or "local",
+                        vector=vectors[i],
+                    )
+                    for i, p in enumerate(payloads)
+                    if p.get("session_id")
+                )
+        return [
+            {"dimensions": len(v or []), "cached": i not in missing} for i, v in enumerate(vectors)
+        ]
+
+
+class SecurityAlertHandler(TaskHandler):
+    """Record critical findings in the audit log, ahead of all other work."""
+
+    priority = Priority.CRITICAL
+
+    @property
+    def task_name(self) -> str:
+        return "security_alert"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        findings = payload.get("findings", [])
+        log.warning(
+            "security alert: %d critical finding(s) in %s", len(findings), payload.get("path")
+        )
+        with session_scope() as db:
+            db.add(
+                AuditLog(
+                    entity_type="analysis_session",
+                    entity_id=str(payload.get("session_id", "")),
+                    action="security_alert",
+                    details={"path": payload.get("path"), "findings": findings},
+                )
+            )
+        return {"alerted": len(findings)}
+
+
+for _handler in (AnalysisHandler(), EmbeddingHandler(), SecurityAlertHandler()):
+    registry.register(_handler)
