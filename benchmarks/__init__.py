@@ -1,0 +1,1 @@
+"""Benchmarks against the guide's anchors; each prints times and ratios."""
