@@ -26,7 +26,7 @@ from typing import Any
 
 from sluice.errors import BackendUnavailable, CodecError, InvalidInput
 from sluice.query.values import UnencodableValue, decode_value, encode_value
-from sluice.store import Store
+from sluice.store import BufferedCounters, Store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class QueryResultCache:
         default_ttl: float = 300.0,
         local_entries: int = 1024,
         max_rows: int = 10_000,
-        stats_flush_every: int = 256,
+        stats_flush_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.namespace = namespace
@@ -74,9 +74,7 @@ class QueryResultCache:
         self._stats_key = f"query:{namespace}:stats"
         self._local: OrderedDict[str, tuple[float, Rows]] = OrderedDict()
         self._local_entries = local_entries
-        self._pending = {"hits": 0, "misses": 0, "sets": 0}
-        self._pending_ops = 0
-        self._flush_every = stats_flush_every
+        self._counters = BufferedCounters(self._add_stats, self._read_stats, stats_flush_interval)
         self._lock = threading.Lock()
 
     # -- reads -----------------------------------------------------------------------------------
@@ -145,31 +143,31 @@ class QueryResultCache:
 
     def stats(self) -> dict[str, Any]:
         """Cluster-wide hits, misses, hit rate and entries written (``size``, an upper bound)."""
-        self.flush_stats()
-        counters = self.store.hgetall_counters(self._stats_key)
-        hits, misses = counters.get("hits", 0), counters.get("misses", 0)
+        totals, _ = self._counters.totals()
+        hits, misses = totals["cache:hits"], totals["cache:misses"]
         return {
             "hits": hits,
             "misses": misses,
             "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-            "size": counters.get("sets", 0),
+            "size": totals["cache:sets"],
             "local_entries": len(self._local),
         }
 
     def flush_stats(self) -> None:
         """Add this process's pending counters to the store."""
-        with self._lock:
-            pending, self._pending = self._pending, {"hits": 0, "misses": 0, "sets": 0}
-            self._pending_ops = 0
-        for name, amount in pending.items():
-            if amount:
-                self.store.hincr(self._stats_key, name, amount)
+        self._counters.flush()
 
     def reset_stats(self) -> None:
         """Forget the hit/miss counters (cluster-wide)."""
-        with self._lock:
-            self._pending = {"hits": 0, "misses": 0, "sets": 0}
+        self._counters.flush()
         self.store.delete(self._stats_key)
+
+    def _add_stats(self, batch: dict[str, int]) -> None:
+        for field, amount in batch.items():
+            self.store.hincr(self._stats_key, field, amount)
+
+    def _read_stats(self) -> dict[str, int]:
+        return self.store.hgetall_counters(self._stats_key)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -221,12 +219,4 @@ class QueryResultCache:
                 self._local.popitem(last=False)
 
     def _count(self, name: str) -> None:
-        with self._lock:
-            self._pending[name] += 1
-            self._pending_ops += 1
-            due = self._pending_ops >= self._flush_every
-        if due:
-            try:
-                self.flush_stats()
-            except BackendUnavailable as exc:
-                log.debug("could not flush query cache stats: %s", exc)
+        self._counters.incr("cache", name)
