@@ -15,6 +15,7 @@ single invalidated key from L1) at once.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import math
@@ -494,7 +495,8 @@ class AIResultCache:
             min(ttl, self.config.l1_max_ttl),
             len(encoded),
         )
-        self.l2.set(content_type, full, envelope, ttl)
+        # Its encoded size travels with the entry, so an L2 hit can charge L1 without re-encoding.
+        self.l2.set(content_type, full, {**envelope, "n": len(encoded)}, ttl)
         self.stats.incr(content_type, "sets")
         return True
 
@@ -594,7 +596,7 @@ class AIResultCache:
                 full,
                 (envelope["v"], key.fingerprint, envelope["cost"]),
                 min(remaining, self.config.l1_max_ttl),
-                len(self.codec.encode(envelope)),
+                _encoded_size(envelope) or len(self.codec.encode(envelope)),
             )
         return True, envelope["v"]
 
@@ -696,6 +698,11 @@ def _well_formed(envelope: Any) -> bool:
     )
 
 
+def _encoded_size(envelope: dict[str, Any]) -> int | None:
+    size = envelope.get("n")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
 def _content_type_of(key: str) -> str:
     parts = key.split(":")
     if len(parts) < 3 or parts[0] != "ai" or parts[1] not in CONTENT_TYPES:
@@ -725,7 +732,28 @@ def get_ai_cache() -> AIResultCache:
         if cache is None:
             _caches.clear()
             cache = _caches[pid] = AIResultCache()
+            _flush_on_exit(cache)
         return cache
+
+
+def _flush_on_exit(cache: AIResultCache) -> None:
+    """Add a process's last buffered counts to the shared totals when it exits.
+
+    Without this a short-lived process (an embedded worker, a CLI run) would lose the counts of its
+    last flush interval. Celery pool processes may leave through ``os._exit``, skipping atexit, so
+    the worker's ``worker_process_shutdown`` signal flushes too.
+    """
+    atexit.register(cache.close)
+    try:
+        from celery.signals import worker_process_shutdown, worker_shutdown
+    except ImportError:  # pragma: no cover - celery is a dependency
+        return
+
+    def flush(**_: Any) -> None:
+        cache.close()
+
+    worker_process_shutdown.connect(flush, weak=False)
+    worker_shutdown.connect(flush, weak=False)
 
 
 def reset_ai_cache() -> None:
