@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kombu import Queue
 
+from sluice.cdn.config import get_cdn_settings
 from sluice.settings import get_settings
 from sluice.workers.priority import ALL_QUEUES, PRIORITY_QUEUES
 
@@ -43,7 +44,7 @@ task_default_queue = "normal"
 task_default_priority = 5
 task_queue_max_priority = 10
 #: Handler tasks are routed per call (``Priority.route``); maintenance runs on ``low``.
-task_routes = {"sluice.prune_*": {"queue": "low"}}
+task_routes = {"sluice.prune_*": {"queue": "low"}, "sluice.cdn.*": {"queue": "low"}}
 
 _broker_options: dict[str, object] = {}
 if _settings.broker_url.startswith(("redis://", "rediss://")):
@@ -87,6 +88,26 @@ beat_schedule: dict[str, dict[str, object]] = {
         "options": {"queue": "low", "priority": 3},
     },
 }
+_cdn = get_cdn_settings()
+beat_schedule.update(
+    {
+        "cdn-flush-invalidations": {
+            "task": "sluice.cdn.flush_invalidations",
+            "schedule": _cdn.flush_interval,
+            "options": {"queue": "low", "priority": 4},
+        },
+        "cdn-compress-static": {
+            "task": "sluice.cdn.compress_static",
+            "schedule": _cdn.compress_interval,
+            "options": {"queue": "low", "priority": 3},
+        },
+        "cdn-hit-ratio": {
+            "task": "sluice.cdn.update_hit_ratio",
+            "schedule": _cdn.hit_ratio_interval,
+            "options": {"queue": "low", "priority": 3},
+        },
+    }
+)
 beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")
 
 timezone = "UTC"

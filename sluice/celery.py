@@ -11,7 +11,7 @@ from celery import Celery
 import celeryconfig
 from sluice.settings import get_settings
 
-TASK_MODULES = ["sluice.analysis.tasks", "sluice.workers.tasks"]
+TASK_MODULES = ["sluice.analysis.tasks", "sluice.workers.tasks", "sluice.cdn.tasks"]
 
 
 def _prepare_embedded_dirs() -> None:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sluice.errors import InvalidInput, SluiceError
+from sluice.clitools import SluiceGroup
 
-F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err_console = Console(stderr=True)
 SEVERITY_STYLE = {
@@ -28,27 +25,9 @@ SEVERITY_STYLE = {
 }
 
 
-def friendly_errors(func: F) -> F:
-    """Turn every :class:`SluiceError` into one line on stderr and a non-zero exit, no traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except InvalidInput as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-            sys.exit(2)
-        except SluiceError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SluiceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sluice")
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level to stderr.")
-@friendly_errors
 def main(verbose: bool) -> None:
     """sluice: AI code review on Celery, with caching, priority queues and query optimization.
 
@@ -92,7 +71,6 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="How many findings to list (most severe first); the summary counts all of them.",
 )
-@friendly_errors
 def analyze(path: str, rules: tuple[str, ...], workers: int | None, max_findings: int) -> None:
     """AI code review of every source file under PATH.
 
@@ -171,7 +149,6 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
-@friendly_errors
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: head)."""
     from sluice.db import current_revision, upgrade
@@ -182,7 +159,6 @@ def db_upgrade(revision: str) -> None:
 
 @db.command("downgrade")
 @click.argument("revision")
-@friendly_errors
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (`base` removes every sluice table)."""
     from sluice.db import current_revision, downgrade
@@ -192,7 +168,6 @@ def db_downgrade(revision: str) -> None:
 
 
 @db.command("current")
-@friendly_errors
 def db_current() -> None:
     """Print the revision the database is at."""
     from sluice.db import current_revision
@@ -201,7 +176,6 @@ def db_current() -> None:
 
 
 @main.command("config")
-@friendly_errors
 def show_config() -> None:
     """Print the effective settings (secrets hidden)."""
     from sluice.settings import get_settings, redact_url
@@ -220,29 +194,21 @@ def show_config() -> None:
     console.print(table)
 
 
-from sluice.cache.cli import cache  # noqa: E402
-
-main.add_command(cache)
-
-
 def _register_subcommands() -> None:
+    """Attach the capabilities' own command groups (each lives next to its capability)."""
+    from sluice.cache.cli import cache
+    from sluice.cdn.cli import cdn
+    from sluice.monitoring.cli import serve, stats
     from sluice.query.cli import report as db_report
     from sluice.query.cli import seed as db_seed
     from sluice.workers.cli import dlq, process_pending, queue
 
     db.add_command(db_report)
     db.add_command(db_seed)
-    for command in (dlq, process_pending, queue):
-        main.add_command(friendly_group(command))
-
-
-def friendly_group(command: click.Command) -> click.Command:
-    """Give every callback of ``command`` (and its subcommands) the one-line error handling."""
-    if command.callback is not None:
-        command.callback = friendly_errors(command.callback)
-    for sub in getattr(command, "commands", {}).values():
-        friendly_group(sub)
-    return command
+    main.add_command(cache)
+    main.add_command(cdn)  # handles its own errors (exit 1, or 2 for bad input)
+    for command in (dlq, process_pending, queue, serve, stats):
+        main.add_command(command)
 
 
 _register_subcommands()

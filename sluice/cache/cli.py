@@ -8,11 +8,12 @@ from rich.table import Table
 
 from sluice.cache.ai_cache import get_ai_cache
 from sluice.cache.policy import CONTENT_TYPES
+from sluice.clitools import SluiceGroup
 
 console = Console()
 
 
-@click.group("cache")
+@click.group("cache", cls=SluiceGroup)
 def cache() -> None:
     """The AI result cache (L1 memory + L2 shared store)."""
 
@@ -20,12 +21,6 @@ def cache() -> None:
 @cache.command("stats")
 def stats() -> None:
     """Print the cache's cluster-wide counters."""
-    from sluice.cli import friendly_errors
-
-    friendly_errors(_print_stats)()
-
-
-def _print_stats() -> None:
     data = get_ai_cache().get_stats()
     table = Table(title="AI result cache", title_justify="left", show_header=False)
     table.add_column("what")
@@ -66,12 +61,6 @@ def _print_stats() -> None:
 )
 def clear(content_type: str | None) -> None:
     """Invalidate cached results (a version bump seen by every process, not FLUSHDB)."""
-    from sluice.cli import friendly_errors
-
-    friendly_errors(_clear)(content_type)
-
-
-def _clear(content_type: str | None) -> None:
     target = get_ai_cache()
     if content_type is None:
         target.invalidate_all()

@@ -60,7 +60,7 @@ def test_inline_mode_stores_the_same_findings(embedded_run: tuple, tmp_path: Pat
 @pytest.mark.parametrize(
     "args,extra_env,expected,code",
     [
-        (["analyze", "does/not/exist"], {}, "error: path 'does/not/exist' does not exist", 2),
+        (["analyze", "does/not/exist"], {}, "Error: path 'does/not/exist' does not exist", 2),
         (
             ["analyze", "examples"],
             {"SLUICE_WORKER_CONCURRENCY": "lots"},
