@@ -9,6 +9,7 @@ Values are validated when they are read, so a typo fails at start-up with the va
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,12 +86,12 @@ class Settings:
         return self.data_dir / "broker"
 
 
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip()
     return value or default
 
 
-def _number(
+def env_number(
     env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T], minimum: float
 ) -> T:
     raw = env.get(name, "").strip()
@@ -102,12 +103,14 @@ def _number(
         raise ConfigurationError(
             f"{name}={raw!r} is not a valid {kind.__name__}; set it to a number >= {minimum:g}"
         ) from None
+    if not math.isfinite(value):  # type: ignore[arg-type]
+        raise ConfigurationError(f"{name}={raw!r} must be a finite number")
     if value < minimum:  # type: ignore[operator]
         raise ConfigurationError(f"{name}={raw!r} is below the minimum {minimum:g}")
     return value
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
@@ -118,7 +121,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigurationError(f"{name}={env[name]!r} is not a boolean; use true or false")
 
 
-def _url(value: str, name: str, schemes: set[str]) -> str:
+def check_url(value: str, name: str, schemes: set[str]) -> str:
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
@@ -135,8 +138,8 @@ def _url(value: str, name: str, schemes: set[str]) -> str:
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
-    value = _str(env, name, default).lower()
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
+    value = env_str(env, name, default).lower()
     if value not in choices:
         raise ConfigurationError(f"{name}={value!r} must be one of: {', '.join(sorted(choices))}")
     return value
@@ -159,27 +162,29 @@ def default_data_dir() -> Path:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every option; raise :class:`ConfigurationError` on the first bad one."""
     env = os.environ if env is None else env
-    data_dir = Path(_str(env, "SLUICE_DATA_DIR", str(default_data_dir()))).expanduser().resolve()
-    database_url = _url(
-        _str(env, "SLUICE_DATABASE_URL", f"sqlite:///{data_dir / 'sluice.db'}"),
+    data_dir = Path(env_str(env, "SLUICE_DATA_DIR", str(default_data_dir()))).expanduser().resolve()
+    database_url = check_url(
+        env_str(env, "SLUICE_DATABASE_URL", f"sqlite:///{data_dir / 'sluice.db'}"),
         "SLUICE_DATABASE_URL",
         DATABASE_SCHEMES,
     )
     if database_url.startswith("postgresql://"):
         # SQLAlchemy's bare postgresql:// means psycopg2; sluice ships psycopg 3.
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
-    broker_url = _url(
-        _str(env, "SLUICE_BROKER_URL", "filesystem://"), "SLUICE_BROKER_URL", BROKER_SCHEMES
+    broker_url = check_url(
+        env_str(env, "SLUICE_BROKER_URL", "filesystem://"), "SLUICE_BROKER_URL", BROKER_SCHEMES
     )
     redis_raw = env.get("SLUICE_REDIS_URL", "").strip()
-    redis_url = _url(redis_raw, "SLUICE_REDIS_URL", REDIS_SCHEMES) if redis_raw else None
-    result_backend = _str(env, "SLUICE_RESULT_BACKEND", f"db+sqlite:///{data_dir / 'results.db'}")
+    redis_url = check_url(redis_raw, "SLUICE_REDIS_URL", REDIS_SCHEMES) if redis_raw else None
+    result_backend = env_str(
+        env, "SLUICE_RESULT_BACKEND", f"db+sqlite:///{data_dir / 'results.db'}"
+    )
     if not result_backend.startswith(("db+", "redis://", "rediss://", "rpc://")):
         raise ConfigurationError(
             f"SLUICE_RESULT_BACKEND={result_backend!r} must be a redis:// or db+<sqlalchemy url>"
         )
-    max_countdown = _number(env, "SLUICE_MAX_COUNTDOWN", 3600.0, float, 1)
-    visibility_timeout = _number(env, "SLUICE_VISIBILITY_TIMEOUT", 4 * 3600.0, float, 1)
+    max_countdown = env_number(env, "SLUICE_MAX_COUNTDOWN", 3600.0, float, 1)
+    visibility_timeout = env_number(env, "SLUICE_VISIBILITY_TIMEOUT", 4 * 3600.0, float, 1)
     if visibility_timeout <= max_countdown:
         # Redis redelivers an unacknowledged message after the visibility timeout, so a task
         # delayed longer than that would run twice.
@@ -188,7 +193,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"SLUICE_MAX_COUNTDOWN={max_countdown:g}"
         )
     ai_model_default = "sluice-local-1"
-    provider = _choice(env, "SLUICE_AI_PROVIDER", "local", AI_PROVIDERS)
+    provider = env_choice(env, "SLUICE_AI_PROVIDER", "local", AI_PROVIDERS)
     if provider == "openai":
         ai_model_default = "gpt-4o-mini"
     return Settings(
@@ -197,39 +202,39 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         result_backend=result_backend,
         redis_url=redis_url,
         database_url=database_url,
-        key_prefix=_str(env, "SLUICE_KEY_PREFIX", "sluice:"),
-        codec=_choice(env, "SLUICE_CODEC", "msgpack", CODECS),
-        compress_min_bytes=_number(env, "SLUICE_COMPRESS_MIN_BYTES", 1024, int, 0),
+        key_prefix=env_str(env, "SLUICE_KEY_PREFIX", "sluice:"),
+        codec=env_choice(env, "SLUICE_CODEC", "msgpack", CODECS),
+        compress_min_bytes=env_number(env, "SLUICE_COMPRESS_MIN_BYTES", 1024, int, 0),
         ai_provider=provider,
-        ai_model=_str(env, "SLUICE_AI_MODEL", ai_model_default),
-        ai_base_url=_url(
-            _str(env, "SLUICE_AI_BASE_URL", "https://api.openai.com/v1"),
+        ai_model=env_str(env, "SLUICE_AI_MODEL", ai_model_default),
+        ai_base_url=check_url(
+            env_str(env, "SLUICE_AI_BASE_URL", "https://api.openai.com/v1"),
             "SLUICE_AI_BASE_URL",
             {"http", "https"},
         ),
         ai_api_key=env.get("SLUICE_AI_API_KEY") or env.get("OPENAI_API_KEY") or None,
-        ai_embedding_model=_str(env, "SLUICE_AI_EMBEDDING_MODEL", "text-embedding-3-small"),
-        ai_timeout=_number(env, "SLUICE_AI_TIMEOUT", 60.0, float, 0.001),
-        ai_max_retries=_number(env, "SLUICE_AI_MAX_RETRIES", 4, int, 0),
-        max_file_bytes=_number(env, "SLUICE_MAX_FILE_BYTES", 1_048_576, int, 1),
-        worker_concurrency=_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
-        task_timeout=_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),
-        retention_days=_number(env, "SLUICE_RETENTION_DAYS", 30.0, float, 0.001),
+        ai_embedding_model=env_str(env, "SLUICE_AI_EMBEDDING_MODEL", "text-embedding-3-small"),
+        ai_timeout=env_number(env, "SLUICE_AI_TIMEOUT", 60.0, float, 0.001),
+        ai_max_retries=env_number(env, "SLUICE_AI_MAX_RETRIES", 4, int, 0),
+        max_file_bytes=env_number(env, "SLUICE_MAX_FILE_BYTES", 1_048_576, int, 1),
+        worker_concurrency=env_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
+        task_timeout=env_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),
+        retention_days=env_number(env, "SLUICE_RETENTION_DAYS", 30.0, float, 0.001),
         handler_modules=tuple(
             m.strip() for m in env.get("SLUICE_HANDLER_MODULES", "").split(",") if m.strip()
         ),
-        max_payload_bytes=_number(env, "SLUICE_MAX_PAYLOAD_BYTES", 1_048_576, int, 1),
+        max_payload_bytes=env_number(env, "SLUICE_MAX_PAYLOAD_BYTES", 1_048_576, int, 1),
         max_countdown=max_countdown,
         visibility_timeout=visibility_timeout,
-        batch_flush_every=_number(env, "SLUICE_BATCH_FLUSH_EVERY", 100, int, 1),
-        batch_flush_interval=_number(env, "SLUICE_BATCH_FLUSH_INTERVAL", 1.0, float, 0.01),
-        log_level=_choice(
+        batch_flush_every=env_number(env, "SLUICE_BATCH_FLUSH_EVERY", 100, int, 1),
+        batch_flush_interval=env_number(env, "SLUICE_BATCH_FLUSH_INTERVAL", 1.0, float, 0.01),
+        log_level=env_choice(
             env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}
         ).upper(),
-        cache_enabled=_flag(env, "CACHE_ENABLED", True),
-        async_processing_enabled=_flag(env, "ASYNC_PROCESSING_ENABLED", True),
-        query_cache_enabled=_flag(env, "QUERY_CACHE_ENABLED", True),
-        cdn_compression_enabled=_flag(env, "CDN_COMPRESSION_ENABLED", True),
+        cache_enabled=env_flag(env, "CACHE_ENABLED", True),
+        async_processing_enabled=env_flag(env, "ASYNC_PROCESSING_ENABLED", True),
+        query_cache_enabled=env_flag(env, "QUERY_CACHE_ENABLED", True),
+        cdn_compression_enabled=env_flag(env, "CDN_COMPRESSION_ENABLED", True),
     )
 
 

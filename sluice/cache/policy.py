@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sluice.errors import ConfigurationError, InvalidInput
+from sluice.settings import env_number
 
 ANALYSIS, EMBEDDING, RESPONSE = "analysis", "embedding", "response"
 CONTENT_TYPES = (ANALYSIS, EMBEDDING, RESPONSE)
@@ -110,31 +110,20 @@ class CacheConfig:
         env = os.environ if env is None else env
         overrides: dict[str, Any] = {}
         numeric = {
-            "SLUICE_CACHE_TTL_ANALYSIS": ("ttl_analysis", float),
-            "SLUICE_CACHE_TTL_EMBEDDING": ("ttl_embedding", float),
-            "SLUICE_CACHE_TTL_RESPONSE": ("ttl_response", float),
-            "SLUICE_CACHE_MAX_TEMPERATURE": ("max_cacheable_temperature", float),
-            "SLUICE_CACHE_MAX_ENTRY_BYTES": ("max_entry_bytes", int),
-            "SLUICE_CACHE_L1_MAX_ENTRIES": ("l1_max_entries", int),
-            "SLUICE_CACHE_L1_MAX_BYTES": ("l1_max_bytes", int),
-            "SLUICE_CACHE_L2_TIMEOUT": ("l2_timeout", float),
-            "SLUICE_CACHE_PRICE_PER_CALL": ("price_per_call_usd", float),
+            # variable: (field, type, minimum)
+            "SLUICE_CACHE_TTL_ANALYSIS": ("ttl_analysis", float, 0.001),
+            "SLUICE_CACHE_TTL_EMBEDDING": ("ttl_embedding", float, 0.001),
+            "SLUICE_CACHE_TTL_RESPONSE": ("ttl_response", float, 0.001),
+            "SLUICE_CACHE_MAX_TEMPERATURE": ("max_cacheable_temperature", float, 0.0),
+            "SLUICE_CACHE_MAX_ENTRY_BYTES": ("max_entry_bytes", int, 1),
+            "SLUICE_CACHE_L1_MAX_ENTRIES": ("l1_max_entries", int, 1),
+            "SLUICE_CACHE_L1_MAX_BYTES": ("l1_max_bytes", int, 1),
+            "SLUICE_CACHE_L2_TIMEOUT": ("l2_timeout", float, 0.001),
+            "SLUICE_CACHE_PRICE_PER_CALL": ("price_per_call_usd", float, 0.0),
         }
-        for variable, (name, kind) in numeric.items():
-            raw = env.get(variable, "").strip()
-            if not raw:
-                continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ConfigurationError(
-                    f"{variable}={raw!r} is not a valid {kind.__name__}"
-                ) from None
-            if not math.isfinite(value):
-                raise ConfigurationError(f"{variable}={raw!r} must be a finite number")
-            if value < 0 or (value == 0 and name != "max_cacheable_temperature"):
-                raise ConfigurationError(f"{variable}={raw!r} must be positive")
-            overrides[name] = value
+        for variable, (name, kind, minimum) in numeric.items():
+            if env.get(variable, "").strip():
+                overrides[name] = env_number(env, variable, getattr(cls, name), kind, minimum)
         prices_raw = env.get("SLUICE_CACHE_PRICES", "").strip()
         if prices_raw:
             overrides["prices"] = {**DEFAULT_PRICES, **_parse_prices(prices_raw)}

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from sluice.errors import ConfigurationError
-from sluice.settings import _choice, _flag, _number, _str, _url, get_settings
+from sluice.settings import check_url, env_choice, env_flag, env_number, env_str, get_settings
 
 PROVIDERS = {"none", "cloudfront", "cloudflare", "fastly", "webhook"}
 URL_STYLES = {"query", "filename"}
@@ -67,72 +67,72 @@ def _policy_overrides(env: Mapping[str, str]) -> tuple[tuple[str, int, int], ...
     overrides = []
     for name in POLICY_TYPES:
         prefix = f"SLUICE_CDN_{name.upper()}"
-        max_age = _number(env, f"{prefix}_MAX_AGE", -1, int, -1)
-        cdn_ttl = _number(env, f"{prefix}_CDN_TTL", -1, int, -1)
+        max_age = env_number(env, f"{prefix}_MAX_AGE", -1, int, -1)
+        cdn_ttl = env_number(env, f"{prefix}_CDN_TTL", -1, int, -1)
         if max_age >= 0 or cdn_ttl >= 0:
             overrides.append((name, max_age, cdn_ttl))
     return tuple(overrides)
 
 
 def _optional_url(env: Mapping[str, str], name: str, default: str = "") -> str:
-    value = _str(env, name, default)
-    return _url(value, name, {"http", "https"}).rstrip("/") if value else ""
+    value = env_str(env, name, default)
+    return check_url(value, name, {"http", "https"}).rstrip("/") if value else ""
 
 
 def load_cdn_settings(env: Mapping[str, str] | None = None) -> CDNSettings:
     """Read and validate every ``SLUICE_CDN_*`` option; raise :class:`ConfigurationError` on a bad one."""
     env = os.environ if env is None else env
-    static_url = _str(env, "SLUICE_CDN_STATIC_URL", "/static/")
+    static_url = env_str(env, "SLUICE_CDN_STATIC_URL", "/static/")
     if not static_url.startswith("/") or not static_url.endswith("/"):
         raise ConfigurationError(
             f"SLUICE_CDN_STATIC_URL={static_url!r} must start and end with '/'"
         )
     root = env.get("SLUICE_CDN_STATIC_ROOT", "").strip()
-    min_ratio = _number(env, "SLUICE_CDN_MIN_RATIO", 0.95, float, 0.0)
+    min_ratio = env_number(env, "SLUICE_CDN_MIN_RATIO", 0.95, float, 0.0)
     if min_ratio > 1:
         raise ConfigurationError(f"SLUICE_CDN_MIN_RATIO={min_ratio!r} must be between 0 and 1")
     levels = {"SLUICE_CDN_GZIP_LEVEL": 9, "SLUICE_CDN_BROTLI_QUALITY": 11}
     for name, top in levels.items():
-        if _number(env, name, top, int, 1) > top:
+        if env_number(env, name, top, int, 1) > top:
             raise ConfigurationError(f"{name}={env[name]!r} is above the maximum {top}")
     settings = CDNSettings(
         base_url=_optional_url(env, "SLUICE_CDN_BASE_URL"),
         static_url=static_url,
         static_root=Path(root).expanduser().resolve() if root else None,
-        url_style=_choice(env, "SLUICE_CDN_URL_STYLE", "query", URL_STYLES),
-        hash_length=_number(env, "SLUICE_CDN_HASH_LENGTH", 12, int, 8),
+        url_style=env_choice(env, "SLUICE_CDN_URL_STYLE", "query", URL_STYLES),
+        hash_length=env_number(env, "SLUICE_CDN_HASH_LENGTH", 12, int, 8),
         compression_enabled=get_settings().cdn_compression_enabled,
-        gzip_level=_number(env, "SLUICE_CDN_GZIP_LEVEL", 9, int, 1),
-        brotli_quality=_number(env, "SLUICE_CDN_BROTLI_QUALITY", 11, int, 1),
+        gzip_level=env_number(env, "SLUICE_CDN_GZIP_LEVEL", 9, int, 1),
+        brotli_quality=env_number(env, "SLUICE_CDN_BROTLI_QUALITY", 11, int, 1),
         runtime_brotli_quality=min(
-            11, _number(env, "SLUICE_CDN_RUNTIME_BROTLI_QUALITY", 5, int, 1)
+            11, env_number(env, "SLUICE_CDN_RUNTIME_BROTLI_QUALITY", 5, int, 1)
         ),
         min_ratio=min_ratio,
-        workers=_number(env, "SLUICE_CDN_WORKERS", os.cpu_count() or 1, int, 1),
+        workers=env_number(env, "SLUICE_CDN_WORKERS", os.cpu_count() or 1, int, 1),
         policy_overrides=_policy_overrides(env),
-        provider=_choice(env, "SLUICE_CDN_PROVIDER", "none", PROVIDERS),
-        cloudfront_distribution_id=_str(env, "SLUICE_CDN_CLOUDFRONT_DISTRIBUTION_ID", ""),
+        provider=env_choice(env, "SLUICE_CDN_PROVIDER", "none", PROVIDERS),
+        cloudfront_distribution_id=env_str(env, "SLUICE_CDN_CLOUDFRONT_DISTRIBUTION_ID", ""),
         cloudfront_endpoint_url=_optional_url(env, "SLUICE_CDN_CLOUDFRONT_ENDPOINT_URL") or None,
-        cloudflare_zone_id=_str(env, "SLUICE_CDN_CLOUDFLARE_ZONE_ID", ""),
-        cloudflare_api_token=_str(env, "SLUICE_CDN_CLOUDFLARE_API_TOKEN", ""),
+        cloudflare_zone_id=env_str(env, "SLUICE_CDN_CLOUDFLARE_ZONE_ID", ""),
+        cloudflare_api_token=env_str(env, "SLUICE_CDN_CLOUDFLARE_API_TOKEN", ""),
         cloudflare_api_url=_optional_url(
             env, "SLUICE_CDN_CLOUDFLARE_API_URL", "https://api.cloudflare.com/client/v4"
         ),
-        cloudflare_prefix_purge=_flag(env, "SLUICE_CDN_CLOUDFLARE_PREFIX_PURGE", False),
-        fastly_service_id=_str(env, "SLUICE_CDN_FASTLY_SERVICE_ID", ""),
-        fastly_api_token=_str(env, "SLUICE_CDN_FASTLY_API_TOKEN", ""),
+        cloudflare_prefix_purge=env_flag(env, "SLUICE_CDN_CLOUDFLARE_PREFIX_PURGE", False),
+        fastly_service_id=env_str(env, "SLUICE_CDN_FASTLY_SERVICE_ID", ""),
+        fastly_api_token=env_str(env, "SLUICE_CDN_FASTLY_API_TOKEN", ""),
         fastly_api_url=_optional_url(env, "SLUICE_CDN_FASTLY_API_URL", "https://api.fastly.com"),
         webhook_url=_optional_url(env, "SLUICE_CDN_WEBHOOK_URL"),
-        webhook_secret=_str(env, "SLUICE_CDN_WEBHOOK_SECRET", ""),
-        wildcard_threshold=_number(env, "SLUICE_CDN_WILDCARD_THRESHOLD", 50, int, 2),
-        flush_batch=_number(env, "SLUICE_CDN_FLUSH_BATCH", 1000, int, 1),
-        flush_interval=_number(env, "SLUICE_CDN_FLUSH_INTERVAL", 60.0, float, 1),
-        compress_interval=_number(env, "SLUICE_CDN_COMPRESS_INTERVAL", 300.0, float, 1),
-        hit_ratio_interval=_number(env, "SLUICE_CDN_HIT_RATIO_INTERVAL", 300.0, float, 1),
-        max_retries=_number(env, "SLUICE_CDN_MAX_RETRIES", 5, int, 0),
-        backoff_base=_number(env, "SLUICE_CDN_BACKOFF_BASE", 1.0, float, 0),
-        backoff_max=_number(env, "SLUICE_CDN_BACKOFF_MAX", 60.0, float, 0),
-        http_timeout=_number(env, "SLUICE_CDN_HTTP_TIMEOUT", 30.0, float, 0.001),
+        webhook_secret=env_str(env, "SLUICE_CDN_WEBHOOK_SECRET", ""),
+        wildcard_threshold=env_number(env, "SLUICE_CDN_WILDCARD_THRESHOLD", 50, int, 2),
+        flush_batch=env_number(env, "SLUICE_CDN_FLUSH_BATCH", 1000, int, 1),
+        flush_interval=env_number(env, "SLUICE_CDN_FLUSH_INTERVAL", 60.0, float, 1),
+        compress_interval=env_number(env, "SLUICE_CDN_COMPRESS_INTERVAL", 300.0, float, 1),
+        hit_ratio_interval=env_number(env, "SLUICE_CDN_HIT_RATIO_INTERVAL", 300.0, float, 1),
+        max_retries=env_number(env, "SLUICE_CDN_MAX_RETRIES", 5, int, 0),
+        backoff_base=env_number(env, "SLUICE_CDN_BACKOFF_BASE", 1.0, float, 0),
+        backoff_max=env_number(env, "SLUICE_CDN_BACKOFF_MAX", 60.0, float, 0),
+        http_timeout=env_number(env, "SLUICE_CDN_HTTP_TIMEOUT", 30.0, float, 0.001),
         edge_logs=tuple(
             p.strip() for p in env.get("SLUICE_CDN_EDGE_LOGS", "").split(",") if p.strip()
         ),
