@@ -22,6 +22,12 @@ result_backend = _settings.result_backend
 result_extended = True
 result_expires = 24 * 3600
 broker_connection_retry_on_startup = True
+broker_connection_max_retries = None  # a restarted broker is waited for, never given up on
+# Result reads and writes survive a backend restart instead of failing the task or the caller.
+result_backend_always_retry = True
+result_backend_max_retries = 30
+redis_retry_on_timeout = True
+redis_socket_keepalive = True
 
 # JSON only: nothing that crosses a process is ever pickled.
 task_serializer = "json"
