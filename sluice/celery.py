@@ -11,7 +11,12 @@ from celery import Celery
 import celeryconfig
 from sluice.settings import get_settings
 
-TASK_MODULES = ["sluice.analysis.tasks", "sluice.workers.tasks", "sluice.cdn.tasks"]
+TASK_MODULES = [
+    "sluice.analysis.tasks",
+    "sluice.workers.tasks",
+    "sluice.cdn.tasks",
+    "sluice.monitoring.signals",  # metric flushes, CDN purge outcomes, log format and redaction
+]
 
 
 def _prepare_embedded_dirs() -> None:

@@ -44,6 +44,9 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from sluice.monitoring.logs import configure_logging
+
+    configure_logging()  # SLUICE_LOG_FORMAT=json, and secrets redacted from every record
     logging.getLogger("sluice").setLevel(
         logging.DEBUG if verbose else max(logging.WARNING, getattr(logging, settings.log_level))
     )

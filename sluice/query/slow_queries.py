@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
+from sluice.monitoring.recorder import observe_query
 from sluice.query.index_advisor import IndexAnalyzer, QuerySample
 from sluice.query.normalizer import QueryNormalizer, QueryShape
 from sluice.query.plans import Plan, PlanExplainer
@@ -128,7 +129,8 @@ class SlowQueryAnalyzer:
         if not starts:
             return
         duration_ms = (time.perf_counter() - starts.pop()) * 1000.0
-        self.record(statement, parameters, duration_ms)
+        stats = self.record(statement, parameters, duration_ms)
+        observe_query(duration_ms / 1e3, stats.shape, duration_ms >= self.slow_threshold_ms)
 
     # -- recording -------------------------------------------------------------------------------
 
