@@ -129,5 +129,8 @@ class SecurityAlertHandler(TaskHandler):
         return {"alerted": len(findings)}
 
 
+# A handler the application registered under the same name first (the guide's in-script
+# EmbeddingHandler) wins: the built-ins are loaded lazily and must not replace it.
 for _handler in (AnalysisHandler(), EmbeddingHandler(), SecurityAlertHandler()):
-    registry.register(_handler)
+    if _handler.task_name not in registry:
+        registry.register(_handler)

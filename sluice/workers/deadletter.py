@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from sluice.db import DeadLetterTask, session_scope, upgrade
+from sluice.db.engine import get_engine
 from sluice.errors import InvalidInput
 
 
@@ -37,7 +38,7 @@ class DeadLetterQueue:
         self.database_url = database_url
 
     def ensure_schema(self) -> None:
-        upgrade()
+        upgrade(engine=get_engine(self.database_url))
 
     def add(
         self,
@@ -111,11 +112,11 @@ class DeadLetterQueue:
                 raise InvalidInput(
                     f"dead-letter entry {entry_id} was already replayed at {row.replayed_at}"
                 )
-            task_id = submit_task(
+            result = submit_task(
                 row.task_name, row.payload, row.priority, meta={"replays": row.replays + 1}
             )
             row.replayed_at = datetime.now(UTC)
-            return task_id
+            return str(result.id)
 
     def purge(self, entry_ids: Sequence[int] | None = None) -> int:
         """Delete the given entries, or every entry when ``entry_ids`` is None."""

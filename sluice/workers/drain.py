@@ -44,7 +44,10 @@ def drain(
                     except Empty:
                         break
                     task_name = message.headers.get("task", "")
-                    task = app.tasks.get(task_name)
+                    # A micro-batch message holds one payload: run it like a single task.
+                    task = app.tasks.get(
+                        "sluice.run_handler" if task_name == "sluice.microbatch" else task_name
+                    )
                     if task is None:  # not ours to run: leave it for a worker that knows it
                         message.requeue()
                         report.skipped[task_name] = report.skipped.get(task_name, 0) + 1

@@ -10,6 +10,7 @@ in every worker.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import inspect
 import logging
@@ -50,7 +51,10 @@ class TaskHandler:
     def execute(self, payload: dict[str, Any]) -> Any:
         """Process one payload. May be ``async def``. Raise to have it retried."""
         if self.supports_batch():
-            return run_maybe_async(self.execute_batch([payload]))[0]
+            result = run_maybe_async(self.execute_batch([payload]))[0]
+            if isinstance(result, BaseException):  # a failed slot: fail (and retry) this payload
+                raise result
+            return result
         raise NotImplementedError(f"{type(self).__name__} must implement execute()")
 
     def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
@@ -60,9 +64,16 @@ class TaskHandler:
 
 def run_maybe_async(value: Any) -> Any:
     """The value itself, or the awaited result when a handler method was ``async def``."""
-    if inspect.isawaitable(value):
+    if not inspect.isawaitable(value):
+        return value
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return asyncio.run(_await(value))
-    return value
+    # Inline mode called from a coroutine (``await queue.submit(...)`` with async processing off):
+    # asyncio.run() cannot nest, so the handler gets a loop of its own in a helper thread.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sluice-inline") as pool:
+        return pool.submit(asyncio.run, _await(value)).result()
 
 
 async def _await(awaitable: Any) -> Any:

@@ -10,6 +10,7 @@ import threading
 import uuid
 from typing import Any
 
+from celery._state import _set_task_join_will_block
 from celery.worker import WorkController
 from celery.worker import state as worker_state
 
@@ -61,6 +62,10 @@ class InProcessWorker:
             raise BackendUnavailable(
                 f"the in-process worker did not connect to the broker within {timeout}s"
             )
+        # Starting a pool marks the whole process as "inside a task", which makes every
+        # ``result.get()`` of the submitting code raise; this process is a producer too
+        # (as in celery.contrib.testing.worker).
+        _set_task_join_will_block(False)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Let running tasks finish, then stop consuming."""

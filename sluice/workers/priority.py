@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from sluice.errors import InvalidInput
+from sluice.settings import get_settings
 
 
 class Priority(IntEnum):
@@ -50,7 +51,21 @@ PRIORITY_QUEUES: tuple[str, ...] = ("critical", "high", "normal", "low")
 ALL_QUEUES: tuple[str, ...] = (*PRIORITY_QUEUES, "batch")
 
 
+def broker_priority(level: Priority) -> int:
+    """The message priority to publish ``level`` with, in the broker's own convention.
+
+    AMQP serves higher numbers first. kombu's Redis transport serves *lower* numbers first, and
+    its BRPOP lists every queue's priority-0 list before any queue's priority-3 list, so the
+    message priority outranks the queue order: published as-is, CRITICAL (9) would be taken after
+    LOW (3). On Redis the value is therefore inverted (CRITICAL and HIGH share the first step and
+    keep the queue order between them, then NORMAL, LOW, and BATCH last).
+    """
+    if get_settings().broker_url.startswith(("redis://", "rediss://")):
+        return int(Priority.CRITICAL) - int(level)
+    return int(level)
+
+
 def route(priority: Priority | str | int) -> dict[str, object]:
     """``apply_async`` options that send a task to the queue of ``priority``."""
     level = Priority.parse(priority)
-    return {"queue": level.queue, "priority": int(level)}
+    return {"queue": level.queue, "priority": broker_priority(level)}

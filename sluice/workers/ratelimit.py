@@ -64,6 +64,7 @@ class RateLimiter:
 
 _limits: dict[str, RateLimiter] = {}
 _limits_lock = threading.Lock()
+_env_loaded = False
 
 
 def define_rate_limit(name: str, rate: float, burst: float | None = None) -> RateLimiter:
@@ -78,9 +79,12 @@ def define_rate_limit(name: str, rate: float, burst: float | None = None) -> Rat
 
 def get_rate_limit(name: str) -> RateLimiter:
     """The named limit, from :func:`define_rate_limit` or ``SLUICE_RATE_LIMITS``."""
+    global _env_loaded
     with _limits_lock:
-        if not _limits:
-            _limits.update(parse_rate_limits(os.environ.get("SLUICE_RATE_LIMITS", "")))
+        if not _env_loaded:  # limits defined in code take precedence over the variable
+            for key, value in parse_rate_limits(os.environ.get("SLUICE_RATE_LIMITS", "")).items():
+                _limits.setdefault(key, value)
+            _env_loaded = True
         limiter = _limits.get(name)
     if limiter is None:
         raise ConfigurationError(

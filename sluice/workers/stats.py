@@ -8,9 +8,12 @@ miss.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 from sluice.store import BufferedCounters, get_store
@@ -41,7 +44,20 @@ def _read() -> dict[str, int]:
 
 @functools.cache
 def _counters(pid: int) -> BufferedCounters:
-    return BufferedCounters(_flush, _read)
+    buffer = BufferedCounters(_flush, _read)
+    # The buffer only flushes when a later event arrives; a worker's last counts before it goes
+    # idle would otherwise never reach the shared totals.
+    threading.Thread(
+        target=_flush_periodically, args=(buffer,), name="sluice-stats-flush", daemon=True
+    ).start()
+    atexit.register(buffer.flush)
+    return buffer
+
+
+def _flush_periodically(buffer: BufferedCounters) -> None:
+    while True:
+        time.sleep(buffer.interval)
+        buffer.flush()
 
 
 def counters() -> BufferedCounters:

@@ -23,6 +23,7 @@ from celery_batches import Batches, SimpleRequest
 
 from sluice.celery import app
 from sluice.errors import InvalidInput, SluiceError, TaskFailed
+from sluice.monitoring.recorder import observe_task
 from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.handlers import TaskHandler, registry, run_maybe_async
@@ -133,7 +134,8 @@ def run_handler(
     _take_token(self, handler, name, (name, payload, meta))
     stats.adjust_running(1)
     try:
-        result = run_maybe_async(handler.execute(payload))
+        with observe_task(level.queue, name):
+            result = run_maybe_async(handler.execute(payload))
         json.dumps(result)  # a result Celery cannot store is a handler bug: fail it here, visibly
     except Exception as exc:
         attempt = self.request.retries + 1
@@ -211,6 +213,8 @@ def run_batch(
     results = execute_batch_safely(handler, payloads)
     level = _level(meta, handler)
     entries: list[dict[str, Any]] = []
+    # Items that failed here are counted by run_handler when their retry completes.
+    done = sum(1 for result in results if not isinstance(result, BaseException))
     for (index, payload), result in zip(items, results, strict=True):
         if not isinstance(result, BaseException):
             entries.append({"index": index, "result": result})
@@ -223,7 +227,6 @@ def run_batch(
                 entries.append({"index": index, "error": str(failure)})
         else:
             entries.append({"index": index, "task_id": retry_alone(name, payload, meta, result).id})
-    done = sum(1 for e in entries if "result" in e)
     stats.record("batches_processed", level.queue, name)
     stats.record("completed", level.queue, name, done)
     return entries
@@ -287,7 +290,7 @@ def _run_micro_chunk(handler: TaskHandler, name: str, requests: list[SimpleReque
             wait = min(grant.wait_seconds, get_settings().max_countdown)
             for request in requests:
                 microbatch.apply_async(
-                    request.args, task_id=request.id, countdown=wait, queue="batch", priority=0
+                    request.args, task_id=request.id, countdown=wait, **route(Priority.BATCH)
                 )
             stats.record("rate_limited", "batch", name, len(requests))
             return

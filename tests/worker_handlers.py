@@ -1,0 +1,143 @@
+"""Handlers used only by the worker tests; they record what they did in the shared store.
+
+Worker subprocesses import this module through ``SLUICE_HANDLER_MODULES=tests.worker_handlers``; the
+store (``SLUICE_REDIS_URL`` + a per-test ``SLUICE_KEY_PREFIX``) is how a test counts executions,
+``execute_batch`` calls and execution order across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sluice.store import get_store
+from sluice.workers import Priority, TaskHandler, registry
+
+#: Set this store key to make the poison handlers succeed ("the handler is fixed").
+FIXED_FLAG = "flag:fixed"
+
+
+def _store() -> Any:
+    return get_store()
+
+
+def record_run(payload: dict[str, Any]) -> None:
+    store = _store()
+    seq = store.incr("seq")
+    store.hincr("order", f"{seq:08d}|{payload.get('label', '')}")
+    store.hincr("runs", str(payload.get("id", "")))
+
+
+class RecordHandler(TaskHandler):
+    """Records its execution order; sleeps ``payload["sleep"]`` seconds."""
+
+    backoff = 0.05
+    backoff_max = 0.1
+
+    @property
+    def task_name(self) -> str:
+        return "t_record"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        record_run(payload)
+        if payload.get("sleep"):
+            time.sleep(float(payload["sleep"]))
+        return {"id": payload.get("id"), "label": payload.get("label")}
+
+
+class PoisonHandler(TaskHandler):
+    """Fails every attempt until :data:`FIXED_FLAG` is set."""
+
+    max_retries = 2
+    backoff = 0.05
+    backoff_max = 0.1
+
+    @property
+    def task_name(self) -> str:
+        return "t_poison"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        store = _store()
+        store.hincr("attempts", str(payload.get("id", "")))
+        if store.get(FIXED_FLAG) is None:
+            raise RuntimeError(f"poisoned payload {payload.get('id')}")
+        return {"fixed": payload.get("id")}
+
+
+class ChunkHandler(TaskHandler):
+    """Batches of 10; an item with ``poison`` fails (its slot holds the error) until fixed."""
+
+    priority = Priority.BATCH
+    batch_size = 10
+    max_retries = 2
+    backoff = 0.05
+    backoff_max = 0.1
+
+    @property
+    def task_name(self) -> str:
+        return "t_chunk"
+
+    def supports_batch(self) -> bool:
+        return True
+
+    async def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        store = _store()
+        store.incr("batch_calls")
+        store.hincr("batch_sizes", str(len(payloads)))
+        fixed = store.get(FIXED_FLAG) is not None
+        results: list[Any] = []
+        for payload in payloads:
+            store.hincr("runs", str(payload["id"]))
+            if payload.get("poison") and not fixed:
+                results.append(ValueError(f"poison item {payload['id']}"))
+            else:
+                results.append({"id": payload["id"], "double": payload["id"] * 2})
+        return results
+
+
+class MicroHandler(TaskHandler):
+    """Micro-batched: counts its ``execute_batch`` calls."""
+
+    priority = Priority.BATCH
+    batch_size = 100
+    backoff = 0.05
+
+    @property
+    def task_name(self) -> str:
+        return "t_micro"
+
+    def supports_batch(self) -> bool:
+        return True
+
+    def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        store = _store()
+        store.incr("batch_calls")
+        for payload in payloads:
+            store.hincr("runs", str(payload["id"]))
+        return [{"id": p["id"]} for p in payloads]
+
+
+class LimitedHandler(TaskHandler):
+    """Takes a token of the ``t`` limit (``SLUICE_RATE_LIMITS="t=RATE:BURST"``) per call."""
+
+    rate_limit = "t"
+    max_retries = 3
+    backoff = 0.05
+
+    @property
+    def task_name(self) -> str:
+        return "t_limited"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        record_run(payload)
+        return {"id": payload["id"], "at": time.time()}
+
+
+for _handler in (
+    RecordHandler(),
+    PoisonHandler(),
+    ChunkHandler(),
+    MicroHandler(),
+    LimitedHandler(),
+):
+    registry.register(_handler)
