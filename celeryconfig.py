@@ -59,6 +59,10 @@ if _settings.broker_url.startswith(("redis://", "rediss://")):
     _broker_options = {
         "queue_order_strategy": "priority",
         "visibility_timeout": _settings.visibility_timeout,
+        # A dead worker's unacknowledged messages are looked for this often (kombu's default scans
+        # only every 10th sweep of 10 s), so they come back soon after the visibility timeout.
+        "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout // 4))),
+        "unacked_restore_throttle": 1,
     }
 elif _settings.embedded_broker:
     _folder = str(_settings.broker_dir)

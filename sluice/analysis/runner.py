@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from celery.exceptions import TimeoutError as ResultTimeout
 from celery.result import AsyncResult, EagerResult
 from sqlalchemy import func, select
 
@@ -206,23 +205,28 @@ def _collect(
     notify: ProgressCallback,
     check_worker: Callable[[], None] | None,
 ) -> list[Outcome]:
-    """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds."""
+    """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds.
+
+    Results are polled from the backend rather than awaited on its pub/sub channel: a task
+    redelivered after its worker died can finish while nobody is subscribed, and the poll still
+    sees it (one read per interval, for the one result being waited on).
+    """
     outcomes: list[Outcome] = []
     last_progress = time.monotonic()
     for done, (result, source) in enumerate(zip(results, files, strict=True), 1):
-        while True:
-            try:
-                value = result.get(timeout=1.0, interval=0.02, propagate=False)
-                break
-            except ResultTimeout:
-                if check_worker:
-                    check_worker()
-                if time.monotonic() - last_progress > settings.task_timeout:
-                    raise BackendUnavailable(
-                        f"no task finished for {settings.task_timeout:.0f}s; "
-                        f"{len(results) - done + 1} files are still queued and will be stored "
-                        "when workers process them"
-                    ) from None
+        pause = 0.002
+        while not result.ready():
+            if check_worker:
+                check_worker()
+            if time.monotonic() - last_progress > settings.task_timeout:
+                raise BackendUnavailable(
+                    f"no task finished for {settings.task_timeout:.0f}s; "
+                    f"{len(results) - done + 1} files are still queued and will be stored "
+                    "when workers process them"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        value = result.get(propagate=False)
         last_progress = time.monotonic()
         if result.failed():
             outcomes.append((source.path, f"{type(value).__name__}: {value}"))

@@ -38,8 +38,15 @@ class BatchResult:
         return bool(self.result.ready())
 
     def get(self, timeout: float | None = None) -> list[Any]:
+        """Block for one value per payload (polling, so a redelivered chord body is never missed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        entries = self.result.get(timeout=timeout, interval=0.02)
+        pause = 0.005
+        while not self.result.ready():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise BackendUnavailable(f"batch {self.id} did not finish within {timeout}s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        entries = self.result.get(timeout=1, interval=0.02)
         return [self._resolve(entry, deadline) for entry in entries]
 
     async def wait(self, timeout: float | None = None) -> list[Any]:

@@ -118,6 +118,39 @@ def _take_token(task: Task, handler: TaskHandler, name: str, args: tuple[Any, ..
         raise Ignore()
 
 
+#: How long a task waits to try again when even its dead-letter entry could not be written.
+DEAD_LETTER_RETRY_SECONDS = 30.0
+
+
+def _give_up(
+    task: Task,
+    name: str,
+    payload: dict[str, Any],
+    meta: dict[str, Any],
+    exc: BaseException,
+    attempts: int,
+) -> BaseException:
+    """Dead-letter the task; if the dead-letter table is unreachable too, keep the message instead.
+
+    A task must never vanish: with the database down, the message is published again for later
+    (same id, same retry count) rather than acknowledged as failed with no record of it.
+    """
+    try:
+        return dead_letter(task.request.id, name, payload, meta, exc, attempts)
+    except Exception as store_error:
+        if task.request.is_eager:
+            raise
+        wait = min(DEAD_LETTER_RETRY_SECONDS, get_settings().max_countdown)
+        log.error(
+            "task %s (%s) could not be dead-lettered (%s); trying again in %.0fs",
+            task.request.id, name, store_error, wait,
+        )  # fmt: skip
+        task.signature_from_request(
+            task.request, (name, payload, meta), {}, countdown=wait, retries=task.request.retries
+        ).apply_async()
+        return Ignore()
+
+
 @app.task(bind=True, name="sluice.run_handler", max_retries=None, acks_late=True)
 def run_handler(
     self: Task, name: str, payload: dict[str, Any], meta: dict[str, Any] | None = None
@@ -127,9 +160,7 @@ def run_handler(
     try:
         handler = registry.get(name)
     except InvalidInput as exc:  # this worker does not know the handler: keep it for replay
-        raise dead_letter(
-            self.request.id, name, payload, meta, exc, self.request.retries + 1
-        ) from None
+        raise _give_up(self, name, payload, meta, exc, self.request.retries + 1) from None
     level = _level(meta, handler)
     _take_token(self, handler, name, (name, payload, meta))
     stats.adjust_running(1)
@@ -147,7 +178,7 @@ def run_handler(
                 countdown=backoff_seconds(handler, self.request.retries),
                 exc=exc,
             ) from exc
-        raise dead_letter(self.request.id, name, payload, meta, exc, attempt) from exc
+        raise _give_up(self, name, payload, meta, exc, attempt) from exc
     finally:
         stats.adjust_running(-1)
     stats.record("completed", level.queue, name)

@@ -1,0 +1,373 @@
+"""Fault drills: the main job under a killed worker, a restarted Redis, a database outage, and a
+burst of 10,000 submissions. Each drill prints what it injected and what it counted; lost must be 0.
+
+The provider is the OpenAI-compatible one against a loopback fake with a fixed latency, so files take
+long enough for a fault to land in the middle of the run (the hosted model cannot run here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from tests.conftest import ROOT, require_service, service_env
+from tests.fake_openai import KEY, running_fake_openai
+from tests.worker_fixtures import wait_for
+
+FILES = 160
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _tree(root: Path, files: int = FILES) -> Path:
+    """A source tree whose files all differ (so no cache hit hides a lost task)."""
+    for i in range(files):
+        package = root / f"pkg{i % 8}"
+        package.mkdir(parents=True, exist_ok=True)
+        (package / f"mod{i}.py").write_text(
+            f'"""Module {i}."""\n\nimport subprocess\n\n\ndef run_{i}(cmd):\n'
+            f"    return subprocess.call(cmd, shell=True)  # {i}\n"
+        )
+    return root
+
+
+def _worker(
+    env: dict[str, str], log: Path, queues: str = "critical,high,normal,low,batch"
+) -> subprocess.Popen[bytes]:
+    """A worker in its own process group, so a drill can SIGKILL it with all its pool children."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "sluice", "worker", "-Q", queues, "-c", "2",
+         "--prefetch-multiplier", "1", "-n", f"drill-{log.stem}@%h", "-l", "INFO", "-f", str(log)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _ready(log: Path) -> bool:
+    return log.exists() and " ready." in log.read_text()
+
+
+def _analyze(env: dict[str, str], tree: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "analyze", str(tree), "--workers", "0", "--max-findings", "0"],
+        env={**env, "COLUMNS": "200"}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _counts(database_url: str) -> tuple[int, int, int]:
+    """(analysed rows, distinct analysed paths, dead letters) of the newest session."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("analyzed_files"):
+                return 0, 0, 0
+            session = conn.execute(sa.text("SELECT max(id) FROM analysis_sessions")).scalar()
+            rows, distinct = conn.execute(
+                sa.text(
+                    "SELECT count(*), count(DISTINCT path) FROM analyzed_files WHERE session_id = :s"
+                ),
+                {"s": session},
+            ).one()
+            dead = conn.execute(sa.text("SELECT count(*) FROM dead_letter_tasks")).scalar()
+            return int(rows), int(distinct), int(dead or 0)
+    except sa.exc.OperationalError:
+        return -1, -1, -1  # the database is the thing that is down right now
+    finally:
+        engine.dispose()
+
+
+def _report(drill: str, injected: str, database_url: str) -> tuple[int, int, int]:
+    rows, distinct, dead = _counts(database_url)
+    lost = FILES - distinct - dead
+    print(
+        f"\ndrill {drill}: injected {injected}; submitted {FILES}, completed {distinct} "
+        f"(rows {rows}), dead-lettered {dead}, lost {lost}"
+    )
+    return rows, distinct, dead
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[str]:
+    with running_fake_openai(latency=0.08) as fake:
+        yield fake.url
+
+
+def _drill_env(tmp_path: Path, fake_url: str, **extra: str) -> dict[str, str]:
+    return service_env(
+        tmp_path,
+        SLUICE_AI_PROVIDER="openai",
+        SLUICE_AI_BASE_URL=fake_url,
+        SLUICE_AI_API_KEY=KEY,
+        SLUICE_AI_MODEL="gpt-4o-mini",
+        # A killed worker's unacknowledged messages come back after 10 s, not 4 h.
+        SLUICE_VISIBILITY_TIMEOUT="10",
+        SLUICE_MAX_COUNTDOWN="5",
+        **extra,
+    )
+
+
+def _migrate(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "db", "upgrade"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_sigkill_of_a_worker_mid_run_loses_nothing(
+    tmp_path: Path, fake_llm: str, redis_broker_url: str, redis_url: str, pg_schema: str
+) -> None:
+    env = _drill_env(
+        tmp_path, fake_llm, SLUICE_BROKER_URL=redis_broker_url, SLUICE_RESULT_BACKEND=redis_broker_url,
+        SLUICE_REDIS_URL=redis_url, SLUICE_DATABASE_URL=pg_schema,
+        SLUICE_KEY_PREFIX=f"drill-{tmp_path.name}:",
+    )  # fmt: skip
+    _migrate(env)
+    tree = _tree(tmp_path / "tree")
+    victim = _worker(env, tmp_path / "victim.log")
+    survivor = _worker(env, tmp_path / "survivor.log")
+    try:
+        wait_for(
+            lambda: _ready(tmp_path / "victim.log") and _ready(tmp_path / "survivor.log"),
+            60,
+            "workers",
+        )
+        run = _analyze(env, tree)
+        wait_for(lambda: _counts(pg_schema)[1] >= FILES // 4, 120, "a quarter of the files")
+        os.killpg(victim.pid, signal.SIGKILL)
+        injected = f"SIGKILL of worker group {victim.pid} at {_counts(pg_schema)[1]}/{FILES} files"
+        out, err = run.communicate(timeout=240)
+    finally:
+        _stop(survivor)
+        _stop(victim)
+    assert run.returncode == 0, out[-2000:] + err[-2000:]
+    rows, distinct, dead = _report("sigkill", injected, pg_schema)
+    assert (rows, distinct, dead) == (
+        FILES,
+        FILES,
+        0,
+    )  # each file once: redelivery rewrote, never added
+
+
+@contextmanager
+def _private_redis(directory: Path, port: int) -> Iterator[list[str]]:
+    if shutil.which("redis-server") is None:
+        require_service("redis-server binary", "redis://127.0.0.1:1")
+    command = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+        "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    wait_for(lambda: _pings(client), 20, "private redis")
+    try:
+        yield command
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+        process.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_restart_mid_run_loses_nothing(tmp_path: Path, fake_llm: str, pg_schema: str) -> None:
+    port = _free_port()
+    (tmp_path / "redis").mkdir()
+    with _private_redis(tmp_path / "redis", port) as command:
+        broker = f"redis://127.0.0.1:{port}/0"
+        env = _drill_env(
+            tmp_path, fake_llm, SLUICE_BROKER_URL=broker, SLUICE_RESULT_BACKEND=broker,
+            SLUICE_REDIS_URL=f"redis://127.0.0.1:{port}/1", SLUICE_DATABASE_URL=pg_schema,
+        )  # fmt: skip
+        _migrate(env)
+        tree = _tree(tmp_path / "tree")
+        workers = [_worker(env, tmp_path / f"w{i}.log") for i in range(2)]
+        try:
+            wait_for(lambda: all(_ready(tmp_path / f"w{i}.log") for i in range(2)), 60, "workers")
+            run = _analyze(env, tree)
+            wait_for(lambda: _counts(pg_schema)[1] >= FILES // 4, 120, "a quarter of the files")
+            at = _counts(pg_schema)[1]
+            # SHUTDOWN writes the append-only file; the same command brings the same data back.
+            subprocess.run(["redis-cli", "-p", str(port), "shutdown"], capture_output=True)
+            time.sleep(3)
+            restarted = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            wait_for(lambda: _pings(redis.Redis(port=port)), 20, "redis back")
+            injected = f"Redis shutdown + restart (3 s down) at {at}/{FILES} files"
+            out, err = run.communicate(timeout=300)
+        finally:
+            for worker in workers:
+                _stop(worker)
+        assert run.returncode == 0, out[-2000:] + err[-2000:]
+        rows, distinct, dead = _report("redis-restart", injected, pg_schema)
+        assert distinct + dead == FILES and rows == distinct  # lost = 0, no duplicates
+    restarted.wait(10)  # the context's shutdown stopped the restarted server too
+
+
+@contextmanager
+def _private_postgres(directory: Path, port: int) -> Iterator[tuple[str, list[str], list[str]]]:
+    versions = sorted(PG_BIN.glob("*/bin/initdb")) if PG_BIN.exists() else []
+    if not versions:
+        require_service("PostgreSQL server binaries", "postgresql://127.0.0.1:1")
+    bin_dir = versions[-1].parent
+    directory.mkdir(parents=True)
+    shutil.chown(directory, "postgres")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    initdb = [
+        str(bin_dir / "initdb"),
+        "-D",
+        str(directory / "data"),
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+    ]
+    subprocess.run([*as_postgres, *initdb], check=True, capture_output=True)
+    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
+    start = [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-o", options,
+             "-l", str(directory / "pg.log"), "-w", "start"]  # fmt: skip
+    stop = [
+        *as_postgres,
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(directory / "data"),
+        "-m",
+        "fast",
+        "-w",
+        "stop",
+    ]
+    subprocess.run(start, check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", start, stop
+    finally:
+        subprocess.run(stop, capture_output=True)
+
+
+def test_database_outage_mid_run_loses_nothing(
+    fake_llm: str, redis_broker_url: str, redis_url: str
+) -> None:
+    # Outside pytest's tmp_path: the postgres user must reach the cluster's folder.
+    base = Path(tempfile.mkdtemp(prefix="sluice-drill-pg-"))
+    base.chmod(0o755)
+    try:
+        with _private_postgres(base / "pg", _free_port()) as (database_url, start, stop):
+            env = _drill_env(
+                base, fake_llm, SLUICE_BROKER_URL=redis_broker_url, SLUICE_RESULT_BACKEND=redis_broker_url,
+                SLUICE_REDIS_URL=redis_url, SLUICE_DATABASE_URL=database_url,
+                SLUICE_KEY_PREFIX=f"drill-{base.name}:",
+            )  # fmt: skip
+            _migrate(env)
+            tree = _tree(base / "tree")
+            workers = [_worker(env, base / f"w{i}.log") for i in range(2)]
+            try:
+                wait_for(lambda: all(_ready(base / f"w{i}.log") for i in range(2)), 60, "workers")
+                run = _analyze(env, tree)
+                wait_for(
+                    lambda: _counts(database_url)[1] >= FILES // 4, 120, "a quarter of the files"
+                )
+                at = _counts(database_url)[1]
+                subprocess.run(stop, check=True, capture_output=True)
+                time.sleep(5)
+                subprocess.run(start, check=True, capture_output=True)
+                injected = f"PostgreSQL stopped for 5 s at {at}/{FILES} files"
+                out, err = run.communicate(timeout=300)
+            finally:
+                for worker in workers:
+                    _stop(worker)
+            assert run.returncode in (0, 1), out[-2000:] + err[-2000:]
+            rows, distinct, dead = _report("postgres-outage", injected, database_url)
+            assert (
+                distinct + dead == FILES and rows == distinct
+            )  # retried or dead-lettered, never lost
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_burst_of_10000_keeps_critical_ahead(
+    tmp_path: Path, redis_broker_url: str, redis_url: str
+) -> None:
+    """10,000 queued LOW/NORMAL/HIGH tasks; CRITICAL ones submitted into the backlog start next."""
+    from sluice.store import RedisStore
+    from sluice.workers import Priority, submit_task
+    from tests.worker_fixtures import settings_env
+
+    prefix = f"drill-{tmp_path.name}:"
+    env = service_env(
+        tmp_path, SLUICE_BROKER_URL=redis_broker_url, SLUICE_RESULT_BACKEND=redis_broker_url,
+        SLUICE_REDIS_URL=redis_url, SLUICE_KEY_PREFIX=prefix, SLUICE_HANDLER_MODULES="tests.worker_handlers",
+    )  # fmt: skip
+    store = RedisStore(redis_url, prefix=prefix)
+    workers = [_worker(env, tmp_path / f"w{i}.log", "critical,high,normal,low") for i in range(2)]
+    slots = 2 * 2  # processes x concurrency, prefetch 1
+    jumped: list[int] = []
+    try:
+        wait_for(lambda: all(_ready(tmp_path / f"w{i}.log") for i in range(2)), 60, "workers")
+        with settings_env(
+            reconfigure_celery=True, **{k: v for k, v in env.items() if k.startswith("SLUICE_")}
+        ):
+            import tests.worker_handlers  # noqa: F401 - registers t_record here too
+
+            levels = [Priority.LOW, Priority.NORMAL, Priority.HIGH]
+            for i in range(10_000):
+                submit_task("t_record", {"id": i, "label": "bulk"}, levels[i % 3])
+                if i % 1000 == 999:
+                    started_before = store.get_counter("seq")
+                    submit_task(
+                        "t_record",
+                        {"id": f"c{i}", "label": f"critical:{started_before}"},
+                        "CRITICAL",
+                    )
+            wait_for(lambda: store.get_counter("seq") >= 10_010, 240, "all 10,010 tasks")
+    finally:
+        for worker in workers:
+            _stop(worker)
+    order = store.hgetall_counters("order")
+    for entry in order:
+        seq, label = entry.split("|", 1)
+        if label.startswith("critical:"):
+            jumped.append(int(seq) - int(label.split(":", 1)[1]) - 1)
+    store.clear_namespace()
+    store.close()
+    print(
+        f"\ndrill burst: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; completed {len(order)}, "
+        f"lost {10_010 - len(order)}; tasks started between a CRITICAL's submission and its start: {jumped}"
+    )
+    assert len(order) == 10_010
+    assert len(jumped) == 10
+    # A CRITICAL task waits at most for what the workers already hold (one message per slot).
+    assert max(jumped) <= slots * 2, jumped
