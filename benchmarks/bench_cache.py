@@ -1,9 +1,10 @@
 """AI result cache benchmark: sluice vs plain anchors, measured in the same run.
 
-    python -m benchmarks.bench_cache [--quick] [--redis-url redis://127.0.0.1:6379/15]
+    python -m benchmarks.bench_cache [--quick] [--redis-url redis://127.0.0.1:6379/11]
 
-Prints median latencies (µs) of sluice and of its anchor (cachetools.TTLCache, raw redis-py GET +
-msgpack decode, raw diskcache get) and their ratio, then the cross-process stampede result.
+Median latencies (µs) of sluice and of its anchor (cachetools.TTLCache, raw redis-py GET + msgpack
+decode, raw diskcache get) and their ratio, then the cross-process stampede result. Redis keys live
+under a private prefix and are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -21,56 +22,103 @@ import cachetools
 import diskcache
 import msgpack
 import redis
-from rich.console import Console
-from rich.table import Table
 
+from benchmarks.report import Measurement, print_table
+from benchmarks.services import REDIS_URL
 from sluice.cache import ANALYSIS, AIResultCache, CacheConfig, CacheKeyGenerator, L1MemoryCache
 from sluice.store import Codec, DiskStore, RedisStore, Store
 
+SECTION = "AI cache"
 VALUE = {"findings": [{"line": i, "rule": "security.eval", "msg": "x" * 40} for i in range(20)]}
+#: The issue's goals (ratio to the anchor) and the guide's floors (µs).
+L1_GOAL, L2_GOAL, HIT_FLOOR_US, SET_FLOOR_US = 2.0, 1.3, 1000.0, 5000.0
 
 
-def _median_us(fn: Callable[[], Any], n: int) -> float:
+def _timed_us(fn: Callable[[], Any], n: int, blocks: int = 25) -> list[float]:
+    """Mean µs per call of ``blocks`` blocks of about ``n / blocks`` calls each, after a warm-up."""
     for _ in range(min(100, n)):
         fn()
+    per_block = max(1, n // blocks)
     samples = []
-    for _ in range(5):
+    for _ in range(blocks):
         start = time.perf_counter()
-        for _ in range(n):
+        for _ in range(per_block):
             fn()
-        samples.append((time.perf_counter() - start) / n * 1e6)
-    return statistics.median(samples)
+        samples.append((time.perf_counter() - start) / per_block * 1e6)
+    return samples
 
 
 def _cache(store: Store) -> AIResultCache:
     return AIResultCache(store=store, config=CacheConfig(), enabled=True)
 
 
-def bench_l1(n: int) -> list[tuple[str, float, str, float]]:
+def _latency(
+    metric: str,
+    ours: list[float],
+    anchor_name: str,
+    anchor: list[float],
+    *,
+    goal: float | None,
+    floor: float,
+) -> Measurement:
+    value, anchor_value = statistics.median(ours), statistics.median(anchor)
+    guide = f"< {floor / 1000:g} ms (guide)"
+    met = value < floor and (goal is None or value / anchor_value <= goal)
+    return Measurement(
+        section=SECTION,
+        metric=metric,
+        value=value,
+        unit="µs",
+        target=f"<= {goal:g}x anchor; {guide}" if goal else guide,
+        anchor=anchor_name,
+        anchor_value=anchor_value,
+        met=met,
+        samples=ours,
+        anchor_samples=anchor,
+    )
+
+
+def bench_l1(n: int) -> list[Measurement]:
     l1 = L1MemoryCache()
     l1.set("k", VALUE, 300, 1000)
     ttl: cachetools.TTLCache[str, Any] = cachetools.TTLCache(maxsize=10_000, ttl=300)
     ttl["k"] = VALUE
-    anchor = _median_us(lambda: ttl.get("k"), n)
-    rows = [
-        ("L1 hit: L1MemoryCache.get", _median_us(lambda: l1.get("k"), n), "TTLCache.get", anchor)
+    anchor = _timed_us(lambda: ttl.get("k"), n)
+    out = [
+        _latency(
+            "L1 hit (L1MemoryCache.get)",
+            _timed_us(lambda: l1.get("k"), n),
+            "cachetools.TTLCache.get",
+            anchor,
+            goal=L1_GOAL,
+            floor=HIT_FLOOR_US,
+        )
     ]
     with tempfile.TemporaryDirectory() as tmp:
         cache = _cache(DiskStore(tmp, codec=Codec()))
         cache.sync.set_analysis("code", "python", None, VALUE)
-        full = _median_us(lambda: cache.sync.get_analysis("code", "python"), n)
-        rows.append(("L1 hit: cache.sync.get_analysis", full, "TTLCache.get", anchor))
+        full = _timed_us(lambda: cache.sync.get_analysis("code", "python"), n)
+        out.append(
+            _latency(
+                "L1 hit, full API (cache.sync.get_analysis: key + fingerprint + L1)",
+                full,
+                "cachetools.TTLCache.get",
+                anchor,
+                goal=None,
+                floor=HIT_FLOOR_US,
+            )
+        )
         cache.close()
-    return rows
+    return out
 
 
-def _l2_rows(
+def _l2(
     label: str,
     cache: AIResultCache,
     raw_get: Callable[[str], Any],
     raw_set: Callable[[str, Any], Any],
     n: int,
-) -> list[tuple[str, float, str, float]]:
+) -> list[Measurement]:
     key = CacheKeyGenerator.analysis("code", "python")
     cache.put(ANALYSIS, key, VALUE)
     full = cache._full_key(ANALYSIS, key.key)
@@ -81,53 +129,52 @@ def _l2_rows(
         cache.l1.clear()
         return cache.lookup(ANALYSIS, key)
 
-    def anchor_hit() -> Any:
-        return raw_get("raw-copy")
-
-    rows = [
-        (
-            f"L2 hit ({label})",
-            _median_us(sluice_hit, n),
+    return [
+        _latency(
+            f"L2 hit ({label}, L1 cleared)",
+            _timed_us(sluice_hit, n),
             f"raw {label} get+decode",
-            _median_us(anchor_hit, n),
-        )
-    ]
-    rows.append(
-        (
+            _timed_us(lambda: raw_get("raw-copy"), n),
+            goal=L2_GOAL,
+            floor=HIT_FLOOR_US,
+        ),
+        _latency(
             f"set ({label})",
-            _median_us(lambda: cache.put(ANALYSIS, key, VALUE), n),
+            _timed_us(lambda: cache.put(ANALYSIS, key, VALUE), n),
             f"raw {label} encode+set",
-            _median_us(lambda: raw_set("raw-copy", envelope), n),
-        )
-    )
-    return rows
+            _timed_us(lambda: raw_set("raw-copy", envelope), n),
+            goal=L2_GOAL,
+            floor=SET_FLOOR_US,
+        ),
+    ]
 
 
-def bench_disk(n: int) -> list[tuple[str, float, str, float]]:
+def bench_disk(n: int) -> list[Measurement]:
     with tempfile.TemporaryDirectory() as tmp:
         cache = _cache(DiskStore(tmp + "/sluice", codec=Codec()))
         raw = diskcache.Cache(tmp + "/raw")
-        rows = _l2_rows(
-            "disk",
-            cache,
-            lambda k: msgpack.unpackb(raw.get(k)),
-            lambda k, v: raw.set(k, msgpack.packb(v, use_bin_type=True)),
-            n,
-        )
-        cache.close()
-        raw.close()
-        return rows
+        try:
+            return _l2(
+                "disk",
+                cache,
+                lambda k: msgpack.unpackb(raw.get(k)),
+                lambda k, v: raw.set(k, msgpack.packb(v, use_bin_type=True)),
+                n,
+            )
+        finally:
+            cache.close()
+            raw.close()
 
 
-def bench_redis(url: str, n: int) -> list[tuple[str, float, str, float]]:
+def bench_redis(url: str, n: int) -> list[Measurement]:
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     store = RedisStore(url, prefix=prefix)
     if not store.ping():
-        return []
+        raise RuntimeError(f"Redis is not reachable at {url}")
     cache = _cache(store)
     client = redis.Redis.from_url(url)
     try:
-        return _l2_rows(
+        return _l2(
             "redis",
             cache,
             lambda k: msgpack.unpackb(client.get(prefix + k)),
@@ -192,30 +239,32 @@ def bench_stampede(kind: str, location: str) -> int:
     return calls
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (~20 s)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
-    args = parser.parse_args()
-    n_mem, n_io = (20_000, 300) if args.quick else (200_000, 3000)
-    rows = bench_l1(n_mem) + bench_disk(n_io) + bench_redis(args.redis_url, n_io)
-    table = Table(title="AI result cache (median µs per op)", title_justify="left")
-    for col in ("sluice", "µs", "anchor", "µs", "ratio"):
-        table.add_column(col, justify="right" if col in ("µs", "ratio") else "left")
-    for name, ours, anchor_name, anchor in rows:
-        table.add_row(name, f"{ours:.2f}", anchor_name, f"{anchor:.2f}", f"{ours / anchor:.2f}x")
-    console = Console()
-    console.print(table)
-    with tempfile.TemporaryDirectory() as tmp:
-        disk_calls = bench_stampede("disk", tmp)
-    console.print(
-        f"stampede, 64 concurrent misses across 4 processes (disk): {disk_calls} provider call(s)"
+def _stampede_row(kind: str, calls: int) -> Measurement:
+    return Measurement(
+        section=SECTION,
+        metric=f"stampede: 64 concurrent misses, 4 processes ({kind})",
+        value=calls,
+        unit="provider calls",
+        target="exactly 1",
+        met=calls == 1,
     )
-    if RedisStore(args.redis_url, prefix="bench:").ping():
-        redis_calls = bench_stampede("redis", args.redis_url)
-        console.print(
-            f"stampede, 64 concurrent misses across 4 processes (redis): {redis_calls} provider call(s)"
-        )
+
+
+def run(quick: bool = False, redis_url: str = REDIS_URL) -> list[Measurement]:
+    n_mem, n_io = (20_000, 300) if quick else (200_000, 3000)
+    out = bench_l1(n_mem) + bench_disk(n_io) + bench_redis(redis_url, n_io)
+    with tempfile.TemporaryDirectory() as tmp:
+        out.append(_stampede_row("disk", bench_stampede("disk", tmp)))
+    out.append(_stampede_row("redis", bench_stampede("redis", redis_url)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (seconds)")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="keys under a private prefix")
+    args = parser.parse_args()
+    print_table(run(args.quick, args.redis_url), "AI result cache (median µs per op)")
 
 
 if __name__ == "__main__":

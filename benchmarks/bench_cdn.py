@@ -27,6 +27,7 @@ from pathlib import Path
 
 import brotli
 
+from benchmarks.report import Measurement, print_table
 from sluice.cdn.compression import ResourceCompressor
 from sluice.cdn.config import load_cdn_settings
 from sluice.cdn.manager import CDNManager
@@ -43,6 +44,7 @@ FULL = [
     ("woff2", 5, 60_000),
 ]
 QUICK_SCALE = 0.08
+SECTION = "CDN"
 
 
 def _source_text(rng: random.Random) -> bytes:
@@ -125,30 +127,20 @@ def timed(action: Callable[..., object], *args: object) -> float:
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small tree, a few seconds")
-    parser.add_argument(
-        "--rounds", type=int, default=0, help="rounds, best kept (default 3; quick 1)"
-    )
-    args = parser.parse_args(argv)
-    scale = QUICK_SCALE if args.quick else 1.0
+def run(quick: bool = False, rounds: int = 0) -> list[Measurement]:
+    scale = QUICK_SCALE if quick else 1.0
     quality = 11
     workers = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="sluice-bench-cdn-") as tmp:
         src = Path(tmp, "src")
         files, size = generate_tree(src, scale)
-        print(
-            f"tree: {files} files, {size / 1e6:.1f} MB ({'quick' if args.quick else 'full'}); "
-            f"{workers} cores; brotli quality {quality}, gzip -9"
-        )
         settings = load_cdn_settings({"SLUICE_CDN_WORKERS": str(workers)})
         manager = CDNManager(settings)
 
         # Anchor and sluice alternate within each round and the best round counts, so load from
         # other processes on a shared machine skews both sides alike instead of one.
         best: dict[str, float] = {}
-        for round_ in range(args.rounds or (1 if args.quick else 3)):
+        for round_ in range(rounds or (1 if quick else 3)):
             base = Path(tmp, f"round{round_}")
             anchor_dist, dist = base / "anchor", base / "dist"
             times = {
@@ -161,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             compressor = ResourceCompressor(workers=workers)
             times["parallel_compress"] = timed(compressor.compress_tree, fresh)
             best = {k: min(v, best.get(k, v)) for k, v in times.items()}
-        anchor_version, anchor_compress = best["anchor_version"], best["anchor_compress"]
-        cold, warm, parallel_compress = best["cold"], best["warm"], best["parallel_compress"]
+        anchor = best["anchor_version"] + best["anchor_compress"]
+        cold, warm = best["cold"], best["warm"]
 
         # Sizes as served: a copy above the 95% rule is not kept, so the original counts.
         ours = reference = gz = original = 0
@@ -178,33 +170,71 @@ def main(argv: list[str] | None = None) -> int:
             gz += _served(data, gzip.compress(data, 9, mtime=0))
             original += len(data)
 
-    rows = [
-        ("anchor: versioning + serial WhiteNoise loop", anchor_version + anchor_compress, ""),
-        ("  of which serial compression", anchor_compress, ""),
-        (
-            "sluice cold build (versioning + parallel)",
-            cold,
-            f"{(anchor_version + anchor_compress) / cold:.2f}x faster (goal >= 1.8x)",
+    tree = f"{files} files, {size / 1e6:.1f} MB"
+    return [
+        Measurement(
+            section=SECTION,
+            metric=f"cold build ({tree}, {workers} cores)",
+            value=cold,
+            unit="s",
+            target=">= 1.8x faster (issue)",
+            anchor="versioning + serial WhiteNoise loop",
+            anchor_value=anchor,
+            ratio=anchor / cold,
+            met=anchor / cold >= 1.8,
         ),
-        (
-            "  parallel compression alone",
-            parallel_compress,
-            f"{anchor_compress / parallel_compress:.2f}x faster than the serial loop",
+        Measurement(
+            section=SECTION,
+            metric="parallel compression alone",
+            value=best["parallel_compress"],
+            unit="s",
+            target="(informative)",
+            anchor="serial WhiteNoise compression loop",
+            anchor_value=best["anchor_compress"],
+            ratio=best["anchor_compress"] / best["parallel_compress"],
         ),
-        (
-            "sluice incremental rebuild (unchanged)",
-            warm,
-            f"{cold / warm:.1f}x faster than cold (goal >= 20x)",
+        Measurement(
+            section=SECTION,
+            metric="incremental rebuild, unchanged tree",
+            value=warm,
+            unit="s",
+            target=">= 20x faster than cold (issue)",
+            anchor="sluice cold build",
+            anchor_value=cold,
+            ratio=cold / warm,
+            met=cold / warm >= 20,
+        ),
+        Measurement(
+            section=SECTION,
+            metric=f"brotli bytes served (quality {quality})",
+            value=ours,
+            unit="B",
+            target="within 1% (issue)",
+            anchor="brotli module, same quality",
+            anchor_value=reference,
+            met=abs(ours / reference - 1) <= 0.01,
+            note=f"{ours / original:.3f} of the original",
+        ),
+        Measurement(
+            section=SECTION,
+            metric="brotli bytes served vs gzip -9",
+            value=ours,
+            unit="B",
+            target="(report the ratio)",
+            anchor="gzip -9 (95% rule)",
+            anchor_value=gz,
         ),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, seconds, note in rows:
-        print(f"{name:<{width}}  {seconds:8.3f} s  {note}")
-    print(
-        f"brotli bytes: sluice {ours:,} vs brotli module {reference:,} -> {ours / reference:.4f} "
-        f"(goal within 1%); vs gzip -9 {gz:,} -> {ours / gz:.3f}; of original {original:,} -> "
-        f"{ours / original:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small tree, a few seconds")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="rounds, best kept (default 3; quick 1)"
     )
+    args = parser.parse_args(argv)
+    print_table(run(args.quick, args.rounds), "CDN build (best of the rounds)")
     return 0
 
 

@@ -9,15 +9,16 @@
     python -m benchmarks.bench_query --quick      # 20k results, seconds
     python -m benchmarks.bench_query              # 1M results (seeding takes a minute or two)
 
-Environment: SLUICE_BENCH_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test),
-SLUICE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/15; DiskStore when unreachable).
+Environment: SLUICE_BENCH_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test; a
+private schema, dropped afterwards), SLUICE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/11, keys
+under a private prefix; DiskStore when unreachable).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -28,16 +29,15 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
+from benchmarks.report import Measurement, print_table
+from benchmarks.services import DATABASE_URL, REDIS_URL, private_schema
 from sluice.db import build_engine, dashboard, upgrade
 from sluice.db.seed import seed
 from sluice.errors import BackendUnavailable
 from sluice.query import QueryOptimizer
 from sluice.store import DiskStore, RedisStore, Store
 
-DATABASE_URL = os.environ.get(
-    "SLUICE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("SLUICE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+SECTION = "query"
 
 
 def timings(fn: Callable[[], Any], repeat: int) -> list[float]:
@@ -57,16 +57,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def dashboard_latencies(engine: Engine, repeat: int) -> dict[str, tuple[float, float]]:
+def dashboard_latencies(engine: Engine, repeat: int) -> dict[str, list[float]]:
+    """Milliseconds per run of every dashboard query."""
     with engine.connect() as conn:
         params = dashboard.sample_params(conn)
         result = {}
         for name, query in dashboard.QUERIES.items():
             sql = text(query.sql_for(engine.dialect.name))
-            values = timings(
+            result[name] = timings(
                 lambda sql=sql, p=params[name]: conn.execute(sql, p).fetchall(), repeat
             )
-            result[name] = (pct(values, 0.5), pct(values, 0.95))
     return result
 
 
@@ -97,90 +97,156 @@ def l1_anchor() -> tuple[str, Callable[[], Any]]:
         return "in-process LRU dict (stand-in: sluice.cache not present)", get
 
 
+def run(quick: bool = False, results: int | None = None) -> list[Measurement]:
+    results = results or (20_000 if quick else 1_000_000)
+    repeat = 30 if quick else 100
+    out: list[Measurement] = []
+    admin = create_engine(DATABASE_URL)
+    with admin.begin() as conn:
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
+    admin.dispose()
+    with private_schema(DATABASE_URL) as url:
+        engine = build_engine(url)
+        store = open_store()
+        try:
+            upgrade("001", engine=engine)
+            started = time.perf_counter()
+            seed(engine, results)
+            seeded = time.perf_counter() - started
+            before = dashboard_latencies(engine, repeat)
+            started = time.perf_counter()
+            upgrade("head", engine=engine)
+            with engine.begin() as conn:
+                conn.execute(text("ANALYZE"))
+            migrated = time.perf_counter() - started
+            after = dashboard_latencies(engine, repeat)
+            for name in dashboard.QUERIES:
+                b, a = before[name], after[name]
+                out.append(
+                    Measurement(
+                        section=SECTION,
+                        metric=f"{name} p50 at {results:,} results",
+                        value=pct(a, 0.5),
+                        unit="ms",
+                        target=">= 10x faster (issue); guide 20-40%",
+                        anchor="un-indexed (before 004)",
+                        anchor_value=pct(b, 0.5),
+                        ratio=pct(b, 0.5) / pct(a, 0.5),
+                        met=pct(b, 0.5) / pct(a, 0.5) >= 10,
+                        note=f"p95 {pct(b, 0.95):.3g} -> {pct(a, 0.95):.3g} ms",
+                        samples=a,
+                        anchor_samples=b,
+                    )
+                )
+            out += cache_rows(engine, store, repeat)
+            out.append(hook_overhead(engine, 10 if quick else 30))
+            print(
+                f"query: seeded {results:,} code_review_results in {seeded:.1f} s; "
+                f"migration 004 (CREATE INDEX CONCURRENTLY) + ANALYZE took {migrated:.1f} s",
+                file=sys.stderr,
+            )
+        finally:
+            engine.dispose()
+            if isinstance(store, RedisStore):
+                store.clear_namespace()
+            store.close()
+    return out
+
+
+def cache_rows(engine: Engine, store: Store, repeat: int) -> list[Measurement]:
+    """Cached hit vs executing the query (worst query of the dashboard) and vs an L1 get."""
+    optimizer = QueryOptimizer(engine, store=store, cache_enabled=True)
+    with engine.connect() as conn:
+        params = dashboard.sample_params(conn)
+    anchor_name, anchor = l1_anchor()
+    l1 = timings(anchor, repeat * 10)
+    executed: dict[str, list[float]] = {}
+    hits: dict[str, list[float]] = {}
+    for name, query in dashboard.QUERIES.items():
+        sql = query.sql_for("postgresql")
+        executed[name] = timings(
+            lambda s=sql, p=params[name]: optimizer.execute_query_sync(s, p, use_cache=False),
+            repeat,
+        )
+        hits[name] = timings(
+            lambda s=sql, p=params[name]: optimizer.execute_query_sync(s, p), repeat
+        )
+    optimizer.close()
+    med = statistics.median
+    speedups = {name: med(executed[name]) / med(hits[name]) for name in hits}
+    worst = min(speedups, key=speedups.__getitem__)
+    all_hits = [t for values in hits.values() for t in values]
+    kind = type(store).__name__
+    return [
+        Measurement(
+            section=SECTION,
+            metric=f"query cache hit ({kind}), slowest-gain query: {worst}",
+            value=med(hits[worst]),
+            unit="ms",
+            target=">= 50x faster than executing (issue); hit < 1 ms (guide)",
+            anchor="executing the query on PostgreSQL",
+            anchor_value=med(executed[worst]),
+            ratio=speedups[worst],
+            met=speedups[worst] >= 50 and med(hits[worst]) < 1,
+            note="gains " + ", ".join(f"{speedups[n]:.0f}x" for n in hits),
+            samples=hits[worst],
+            anchor_samples=executed[worst],
+        ),
+        Measurement(
+            section=SECTION,
+            metric=f"query cache hit ({kind}), all 8 dashboard queries",
+            value=med(all_hits),
+            unit="ms",
+            target="<= 3x an L1 AI-cache hit (issue)",
+            anchor=anchor_name,
+            anchor_value=med(l1),
+            met=med(all_hits) / med(l1) <= 3,
+            samples=all_hits,
+            anchor_samples=l1,
+        ),
+    ]
+
+
+def hook_overhead(engine: Engine, blocks: int) -> Measurement:
+    """Uncached query with and without the optimizer's engine hooks, interleaved blocks."""
+    with engine.connect() as conn:
+        params = dashboard.sample_params(conn)
+    store = open_store()
+    sql = text(dashboard.QUERIES["issue_filtering"].sql)
+    p = params["issue_filtering"]
+    plain: list[float] = []
+    hooked: list[float] = []
+    with engine.connect() as conn:
+        for _ in range(blocks):
+            plain.append(statistics.median(timings(lambda: conn.execute(sql, p).fetchall(), 50)))
+            opt = QueryOptimizer(engine, store=store, cache_enabled=False)
+            hooked.append(statistics.median(timings(lambda: conn.execute(sql, p).fetchall(), 50)))
+            opt.close()
+    if isinstance(store, RedisStore):
+        store.clear_namespace()
+    store.close()
+    base, with_hooks = statistics.median(plain), statistics.median(hooked)
+    return Measurement(
+        section=SECTION,
+        metric="engine hooks on an uncached query (issue_filtering)",
+        value=with_hooks,
+        unit="ms",
+        target="overhead < 5% (issue)",
+        anchor="same query, no hooks",
+        anchor_value=base,
+        met=with_hooks / base < 1.05,
+        note=f"{(with_hooks - base) / base * 100:+.1f}%",
+        samples=hooked,
+        anchor_samples=plain,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20k results, fewer repetitions")
     parser.add_argument("--results", type=int, help="code_review_results to seed")
     args = parser.parse_args()
-    results = args.results or (20_000 if args.quick else 1_000_000)
-    repeat = 30 if args.quick else 100
-
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(DATABASE_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
-    url = f"{DATABASE_URL}?options=-csearch_path%3D{schema},public"
-    engine = build_engine(url)
-    store = open_store()
-    try:
-        upgrade("001", engine=engine)
-        started = time.perf_counter()
-        seed(engine, results)
-        print(f"seeded {results:,} code_review_results in {time.perf_counter() - started:.1f} s")
-
-        before = dashboard_latencies(engine, repeat)
-        started = time.perf_counter()
-        upgrade("head", engine=engine)
-        with engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
-        print(
-            f"migration 004 (CREATE INDEX CONCURRENTLY) took {time.perf_counter() - started:.1f} s"
-        )
-        after = dashboard_latencies(engine, repeat)
-        print(f"\n1. dashboard queries at {results:,} results (ms, {repeat} runs each)")
-        columns = ("p50 before", "p95 before", "p50 after", "p95 after", "p50 x")
-        print(f"{'query':26} " + " ".join(f"{c:>11}" for c in columns))
-        for name in dashboard.QUERIES:
-            (b50, b95), (a50, a95) = before[name], after[name]
-            print(f"{name:26} {b50:11.3f} {b95:11.3f} {a50:11.3f} {a95:11.3f} {b50 / a50:11.1f}")
-
-        optimizer = QueryOptimizer(engine, store=store, cache_enabled=True)
-        with engine.connect() as conn:
-            params = dashboard.sample_params(conn)
-        anchor_name, anchor = l1_anchor()
-        anchor_ms = statistics.median(timings(anchor, repeat * 10))
-        print(f"\n2. cache hit vs execution ({type(store).__name__}); L1 anchor: {anchor_name} "
-              f"{anchor_ms * 1000:.1f} us")  # fmt: skip
-        print(f"{'query':26} {'execute ms':>10} {'hit ms':>8} {'exec/hit':>9} {'hit/L1':>7}")
-        for name, query in dashboard.QUERIES.items():
-            sql = query.sql_for("postgresql")
-            executed = statistics.median(timings(
-                lambda s=sql, p=params[name]: optimizer.execute_query_sync(s, p, use_cache=False), repeat
-            ))  # fmt: skip
-            hit = statistics.median(timings(
-                lambda s=sql, p=params[name]: optimizer.execute_query_sync(s, p), repeat
-            ))  # fmt: skip
-            print(
-                f"{name:26} {executed:10.3f} {hit:8.3f} {executed / hit:9.1f} {hit / anchor_ms:7.1f}"
-            )
-        optimizer.close()
-
-        print("\n3. engine hook overhead on uncached queries (median of interleaved blocks)")
-        sql = text(dashboard.QUERIES["issue_filtering"].sql)
-        p = params["issue_filtering"]
-        plain, hooked = [], []
-        with engine.connect() as conn:
-            for _ in range(10 if args.quick else 30):
-                plain.append(
-                    statistics.median(timings(lambda: conn.execute(sql, p).fetchall(), 50))
-                )
-                opt = QueryOptimizer(engine, store=store, cache_enabled=False)
-                hooked.append(
-                    statistics.median(timings(lambda: conn.execute(sql, p).fetchall(), 50))
-                )
-                opt.close()
-        base, with_hooks = statistics.median(plain), statistics.median(hooked)
-        print(f"plain {base:.4f} ms, hooked {with_hooks:.4f} ms, overhead "
-              f"{(with_hooks - base) / base * 100:+.1f}%")  # fmt: skip
-    finally:
-        engine.dispose()
-        if isinstance(store, RedisStore):
-            store.clear_namespace()
-        store.close()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    print_table(run(args.quick, args.results), "Query optimization on PostgreSQL")
 
 
 if __name__ == "__main__":

@@ -25,17 +25,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sluice.cache.policy import CONTENT_TYPES
 from sluice.monitoring import sources
 from sluice.monitoring.recorder import BUCKETS, INF, Series
+from sluice.workers.stats import EVENTS as TASK_EVENTS
 
 log = logging.getLogger(__name__)
-TASK_EVENTS = (
-    "submitted",
-    "completed",
-    "failed",
-    "retries",
-    "batches_processed",
-    "rate_limited",
-    "dead_lettered",
-)
 CACHE_EVENTS = ("sets", "l2_errors", "corrupt", "too_large", "uncacheable", "provider_calls")
 
 
