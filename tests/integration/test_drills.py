@@ -103,12 +103,21 @@ def _counts(database_url: str) -> tuple[int, int, int]:
         engine.dispose()
 
 
-def _report(drill: str, injected: str, database_url: str) -> tuple[int, int, int]:
+def _announce(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """Print past pytest's capture: a drill's counts belong in every CI log."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+def _report(
+    capsys: pytest.CaptureFixture[str], drill: str, injected: str, database_url: str
+) -> tuple[int, int, int]:
     rows, distinct, dead = _counts(database_url)
     lost = FILES - distinct - dead
-    print(
-        f"\ndrill {drill}: injected {injected}; submitted {FILES}, completed {distinct} "
-        f"(rows {rows}), dead-lettered {dead}, lost {lost}"
+    _announce(
+        capsys,
+        f"drill {drill}: injected {injected}; submitted {FILES}, completed {distinct} "
+        f"(rows {rows}), dead-lettered {dead}, lost {lost}",
     )
     return rows, distinct, dead
 
@@ -145,7 +154,12 @@ def _migrate(env: dict[str, str]) -> None:
 
 
 def test_sigkill_of_a_worker_mid_run_loses_nothing(
-    tmp_path: Path, fake_llm: str, redis_broker_url: str, redis_url: str, pg_schema: str
+    tmp_path: Path,
+    fake_llm: str,
+    redis_broker_url: str,
+    redis_url: str,
+    pg_schema: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = _drill_env(
         tmp_path, fake_llm, SLUICE_BROKER_URL=redis_broker_url, SLUICE_RESULT_BACKEND=redis_broker_url,
@@ -171,7 +185,7 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(
         _stop(survivor)
         _stop(victim)
     assert run.returncode == 0, out[-2000:] + err[-2000:]
-    rows, distinct, dead = _report("sigkill", injected, pg_schema)
+    rows, distinct, dead = _report(capsys, "sigkill", injected, pg_schema)
     assert (rows, distinct, dead) == (
         FILES,
         FILES,
@@ -204,7 +218,9 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def test_redis_restart_mid_run_loses_nothing(tmp_path: Path, fake_llm: str, pg_schema: str) -> None:
+def test_redis_restart_mid_run_loses_nothing(
+    tmp_path: Path, fake_llm: str, pg_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = _free_port()
     (tmp_path / "redis").mkdir()
     with _private_redis(tmp_path / "redis", port) as command:
@@ -234,7 +250,7 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path: Path, fake_llm: str, pg_s
             for worker in workers:
                 _stop(worker)
         assert run.returncode == 0, out[-2000:] + err[-2000:]
-        rows, distinct, dead = _report("redis-restart", injected, pg_schema)
+        rows, distinct, dead = _report(capsys, "redis-restart", injected, pg_schema)
         assert distinct + dead == FILES and rows == distinct  # lost = 0, no duplicates
     restarted.wait(10)  # the context's shutdown stopped the restarted server too
 
@@ -279,7 +295,7 @@ def _private_postgres(directory: Path, port: int) -> Iterator[tuple[str, list[st
 
 
 def test_database_outage_mid_run_loses_nothing(
-    fake_llm: str, redis_broker_url: str, redis_url: str
+    fake_llm: str, redis_broker_url: str, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Outside pytest's tmp_path: the postgres user must reach the cluster's folder.
     base = Path(tempfile.mkdtemp(prefix="sluice-drill-pg-"))
@@ -310,7 +326,7 @@ def test_database_outage_mid_run_loses_nothing(
                 for worker in workers:
                     _stop(worker)
             assert run.returncode in (0, 1), out[-2000:] + err[-2000:]
-            rows, distinct, dead = _report("postgres-outage", injected, database_url)
+            rows, distinct, dead = _report(capsys, "postgres-outage", injected, database_url)
             assert (
                 distinct + dead == FILES and rows == distinct
             )  # retried or dead-lettered, never lost
@@ -319,7 +335,7 @@ def test_database_outage_mid_run_loses_nothing(
 
 
 def test_burst_of_10000_keeps_critical_ahead(
-    tmp_path: Path, redis_broker_url: str, redis_url: str
+    tmp_path: Path, redis_broker_url: str, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """10,000 queued LOW/NORMAL/HIGH tasks; CRITICAL ones submitted into the backlog start next."""
     from sluice.store import RedisStore
@@ -363,9 +379,10 @@ def test_burst_of_10000_keeps_critical_ahead(
             jumped.append(int(seq) - int(label.split(":", 1)[1]) - 1)
     store.clear_namespace()
     store.close()
-    print(
-        f"\ndrill burst: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; completed {len(order)}, "
-        f"lost {10_010 - len(order)}; tasks started between a CRITICAL's submission and its start: {jumped}"
+    _announce(
+        capsys,
+        f"drill burst: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; completed {len(order)}, "
+        f"lost {10_010 - len(order)}; tasks started between a CRITICAL's submission and its start: {jumped}",
     )
     assert len(order) == 10_010
     assert len(jumped) == 10
