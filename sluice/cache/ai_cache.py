@@ -15,7 +15,6 @@ single invalidated key from L1) at once.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import math
@@ -732,28 +731,7 @@ def get_ai_cache() -> AIResultCache:
         if cache is None:
             _caches.clear()
             cache = _caches[pid] = AIResultCache()
-            _flush_on_exit(cache)
         return cache
-
-
-def _flush_on_exit(cache: AIResultCache) -> None:
-    """Add a process's last buffered counts to the shared totals when it exits.
-
-    Without this a short-lived process (an embedded worker, a CLI run) would lose the counts of its
-    last flush interval. Celery pool processes may leave through ``os._exit``, skipping atexit, so
-    the worker's ``worker_process_shutdown`` signal flushes too.
-    """
-    atexit.register(cache.close)
-    try:
-        from celery.signals import worker_process_shutdown, worker_shutdown
-    except ImportError:  # pragma: no cover - celery is a dependency
-        return
-
-    def flush(**_: Any) -> None:
-        cache.close()
-
-    worker_process_shutdown.connect(flush, weak=False)
-    worker_shutdown.connect(flush, weak=False)
 
 
 def reset_ai_cache() -> None:

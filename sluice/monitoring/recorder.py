@@ -13,18 +13,15 @@ A daemon thread per process flushes the buffers every second, so counts made by 
 
 from __future__ import annotations
 
-import atexit
 import bisect
 import functools
 import logging
 import os
-import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from sluice.store import BufferedCounters, get_store
@@ -36,7 +33,6 @@ log = logging.getLogger(__name__)
 
 HISTOGRAMS_KEY = "metrics:histograms"
 COUNTERS_KEY = "metrics:counters"
-FLUSH_INTERVAL = 1.0
 
 #: Upper bounds in seconds. Queries are mostly sub-millisecond to a second; tasks up to minutes.
 QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
@@ -70,29 +66,13 @@ def parse_field(field: str) -> tuple[Series, str]:
     return Series(metric, labels), event
 
 
-def _hash_writer(key: str) -> Any:
-    def flush(batch: dict[str, int]) -> None:
-        store = get_store()
-        for field, amount in batch.items():
-            store.hincr(key, field, amount)
-
-    return flush
-
-
-def _hash_reader(key: str) -> Any:
-    def read() -> dict[str, int]:
-        return get_store().hgetall_counters(key)
-
-    return read
-
-
 @functools.cache
 def _buffers(pid: int) -> tuple[BufferedCounters, BufferedCounters]:
-    """This process's histogram and counter buffers, with their flusher thread (one per pid)."""
-    histograms = BufferedCounters(_hash_writer(HISTOGRAMS_KEY), _hash_reader(HISTOGRAMS_KEY))
-    counters = BufferedCounters(_hash_writer(COUNTERS_KEY), _hash_reader(COUNTERS_KEY))
-    _start_flusher(histograms, counters)
-    return histograms, counters
+    """This process's histogram and counter buffers (one pair per pid)."""
+    return (
+        BufferedCounters.in_hash(get_store, HISTOGRAMS_KEY),
+        BufferedCounters.in_hash(get_store, COUNTERS_KEY),
+    )
 
 
 def histograms() -> BufferedCounters:
@@ -109,30 +89,6 @@ def flush() -> None:
     """Add this process's buffered observations to the shared totals now."""
     for buffer in _buffers(os.getpid()):
         buffer.flush()
-
-
-def _start_flusher(*buffers: BufferedCounters) -> None:
-    def run() -> None:
-        while True:
-            time.sleep(FLUSH_INTERVAL)
-            for buffer in buffers:
-                buffer.flush()
-            _flush_task_stats()
-
-    threading.Thread(target=run, name="sluice-metrics-flush", daemon=True).start()
-    atexit.register(lambda: [b.flush() for b in buffers])
-
-
-def _flush_task_stats() -> None:
-    """Flush the task counters of :mod:`sluice.workers.stats` too, if this process uses them.
-
-    They are buffered the same way and would otherwise sit in an idle worker child until its next
-    task. Looked up in ``sys.modules`` rather than imported: the workers package depends on this
-    module, and a process that never touched it has nothing buffered there.
-    """
-    stats = sys.modules.get("sluice.workers.stats")
-    if stats is not None:
-        stats.counters().flush()
 
 
 def observe(histogram: str, seconds: float, labels: Mapping[str, str]) -> None:

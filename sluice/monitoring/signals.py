@@ -14,6 +14,7 @@ from celery.signals import after_setup_logger, task_postrun, worker_process_shut
 
 from sluice.monitoring import recorder
 from sluice.monitoring.logs import configure_handlers
+from sluice.store.counters import flush_all
 
 log = logging.getLogger(__name__)
 CDN_FLUSH_TASK = "sluice.cdn.flush_invalidations"
@@ -39,7 +40,7 @@ def count_cdn_flush(
 @worker_process_shutdown.connect(weak=False)
 def flush_on_exit(**_: Any) -> None:
     """Pool processes may leave through ``os._exit`` (no atexit): flush their last counts here."""
-    recorder.flush()
+    flush_all()
 
 
 @after_setup_logger.connect(weak=False)

@@ -74,7 +74,7 @@ class QueryResultCache:
         self._stats_key = f"query:{namespace}:stats"
         self._local: OrderedDict[str, tuple[float, Rows]] = OrderedDict()
         self._local_entries = local_entries
-        self._counters = BufferedCounters(self._add_stats, self._read_stats, stats_flush_interval)
+        self._counters = BufferedCounters.in_hash(store, self._stats_key, stats_flush_interval)
         self._lock = threading.Lock()
 
     # -- reads -----------------------------------------------------------------------------------
@@ -161,13 +161,6 @@ class QueryResultCache:
         """Forget the hit/miss counters (cluster-wide)."""
         self._counters.flush()
         self.store.delete(self._stats_key)
-
-    def _add_stats(self, batch: dict[str, int]) -> None:
-        for field, amount in batch.items():
-            self.store.hincr(self._stats_key, field, amount)
-
-    def _read_stats(self) -> dict[str, int]:
-        return self.store.hgetall_counters(self._stats_key)
 
     # -- internals -------------------------------------------------------------------------------
 

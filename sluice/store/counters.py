@@ -5,14 +5,31 @@ a task submission), so each process buffers its increments and adds them to one 
 at most once per interval.
 Totals are the shared hash plus this process's unflushed increments; a flush that fails keeps its
 increments for the next one, so no count is lost while the store is down.
+
+Every buffer of a process is flushed by one daemon thread when its interval is due (so an idle
+worker's last counts still arrive) and at interpreter exit; Celery pool children, which leave
+through ``os._exit``, call :func:`flush_all` from ``worker_process_shutdown``.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sluice.store.base import Store
+
+#: How often the flusher thread looks for buffers whose interval is due.
+_TICK = 0.5
+_live: weakref.WeakSet[BufferedCounters] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+_flusher_pid: int | None = None
 
 
 class BufferedCounters:
@@ -34,10 +51,33 @@ class BufferedCounters:
         self._pending: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._flushed_at = time.monotonic()
+        _register(self)
+
+    @classmethod
+    def in_hash(
+        cls, store: Store | Callable[[], Store], key: str, interval: float = 1.0
+    ) -> BufferedCounters:
+        """Counters whose shared totals are the fields of hash ``key`` in ``store``.
+
+        ``store`` may be a callable returning the store, so the buffer follows a process's
+        current store (e.g. :func:`sluice.store.get_store`).
+        """
+        current = store if callable(store) else (lambda: store)
+
+        def flush(batch: dict[str, int]) -> None:
+            target = current()
+            for field, amount in batch.items():
+                target.hincr(key, field, amount)
+
+        return cls(flush, lambda: current().hgetall_counters(key), interval)
 
     def incr(self, scope: str, event: str, amount: int = 1) -> None:
         with self._lock:
             self._pending[f"{scope}:{event}"] += amount
+        if time.monotonic() - self._flushed_at >= self.interval:
+            self.flush()
+
+    def flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= self.interval:
             self.flush()
 
@@ -67,3 +107,43 @@ class BufferedCounters:
         with self._lock:
             totals.update(self._pending)
         return totals, shared_ok
+
+
+def flush_all() -> None:
+    """Flush every buffer of this process now (exit hooks, worker shutdown)."""
+    for buffer in list(_live):
+        buffer.flush()
+
+
+def _register(buffer: BufferedCounters) -> None:
+    global _flusher_pid
+    with _registry_lock:
+        _live.add(buffer)
+        if _flusher_pid == os.getpid():
+            return
+        _flusher_pid = os.getpid()
+    threading.Thread(target=_flush_due, name="sluice-counters-flush", daemon=True).start()
+
+
+def _flush_due() -> None:
+    pid = os.getpid()
+    while _flusher_pid == pid:
+        time.sleep(_TICK)
+        for buffer in list(_live):
+            buffer.flush_if_due()
+
+
+def _after_fork_in_child() -> None:
+    # Counts buffered before the fork are the parent's to flush; the parent's flusher thread does
+    # not exist here, so the child starts its own.
+    global _flusher_pid
+    for buffer in list(_live):
+        buffer._pending.clear()
+    _flusher_pid = None
+    if _live:
+        _flusher_pid = os.getpid()
+        threading.Thread(target=_flush_due, name="sluice-counters-flush", daemon=True).start()
+
+
+atexit.register(flush_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,12 +8,9 @@ miss.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import os
-import threading
-import time
 from typing import Any
 
 from sluice.store import BufferedCounters, get_store
@@ -32,32 +29,9 @@ EVENTS = (
 )
 
 
-def _flush(batch: dict[str, int]) -> None:
-    store = get_store()
-    for field, amount in batch.items():
-        store.hincr(STATS_KEY, field, amount)
-
-
-def _read() -> dict[str, int]:
-    return get_store().hgetall_counters(STATS_KEY)
-
-
 @functools.cache
 def _counters(pid: int) -> BufferedCounters:
-    buffer = BufferedCounters(_flush, _read)
-    # The buffer only flushes when a later event arrives; a worker's last counts before it goes
-    # idle would otherwise never reach the shared totals.
-    threading.Thread(
-        target=_flush_periodically, args=(buffer,), name="sluice-stats-flush", daemon=True
-    ).start()
-    atexit.register(buffer.flush)
-    return buffer
-
-
-def _flush_periodically(buffer: BufferedCounters) -> None:
-    while True:
-        time.sleep(buffer.interval)
-        buffer.flush()
+    return BufferedCounters.in_hash(get_store, STATS_KEY)
 
 
 def counters() -> BufferedCounters:
