@@ -45,7 +45,7 @@ def test_pickled_celery_message_is_refused_never_executed(
     try:
         worker.wait_ready()
         # An attacker with write access to the broker, using any Celery client.
-        attacker = Celery(broker=redis_broker_url)
+        attacker = Celery(broker=redis_broker_url, set_as_current=False)
         attacker.send_task(
             "sluice.run_handler", args=[_Marker(str(marker))], queue="critical", serializer="pickle"
         )

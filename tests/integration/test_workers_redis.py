@@ -22,6 +22,7 @@ import redis
 from celery.result import AsyncResult
 
 import tests.worker_handlers as handlers
+from sluice.celery import app as celery_app
 from sluice.errors import TaskFailed
 from sluice.store import Store, get_store
 from sluice.workers import AsyncTaskQueue, DeadLetterQueue, Priority, submit_batch, submit_task
@@ -190,7 +191,7 @@ def test_chord_batching_isolates_a_poison_item(cluster: Cluster) -> None:
     assert "poison item 37" in entry["error"]
 
     cluster.store.set(handlers.FIXED_FLAG, True)
-    replayed = AsyncResult(DeadLetterQueue().replay(entry["id"]))
+    replayed = AsyncResult(DeadLetterQueue().replay(entry["id"]), app=celery_app)
     assert replayed.get(timeout=30) == {"id": 37, "double": 74}
     stats = wait_for(lambda: (s := _stats())["completed"] == 100 and s, 15, "completed == 100")
     assert stats["batches_processed"] >= 10 and stats["dead_lettered"] == 1
@@ -283,7 +284,7 @@ def test_poison_task_is_dead_lettered_and_replayed_with_the_cli(cluster: Cluster
     replay = cluster.sluice("dlq", "replay", str(entry["id"]))
     assert replay.returncode == 0, replay.stdout + replay.stderr
     task_id = replay.stdout.split("as task", 1)[1].split()[0]
-    assert AsyncResult(task_id).get(timeout=30) == {"fixed": "px"}
+    assert AsyncResult(task_id, app=celery_app).get(timeout=30) == {"fixed": "px"}
     assert cluster.store.hgetall_counters("attempts") == {"px": 4}
     again = cluster.sluice("dlq", "replay", str(entry["id"]))
     assert again.returncode != 0 and "already replayed" in again.stdout + again.stderr
@@ -302,7 +303,9 @@ def test_replay_that_fails_again_raises_its_replay_count(cluster: Cluster) -> No
     handle = submit_task("t_poison", {"id": "again"})
     wait_for(lambda: handle.ready(), 60, "the poison task to fail")
     first = DeadLetterQueue().list()[0]
-    AsyncResult(DeadLetterQueue().replay(first["id"])).get(timeout=60, propagate=False)
+    AsyncResult(DeadLetterQueue().replay(first["id"]), app=celery_app).get(
+        timeout=60, propagate=False
+    )
     entries = DeadLetterQueue().list()
     assert [e["replays"] for e in entries] == [1, 0]
     assert entries[0]["payload"] == {"id": "again"}
