@@ -205,28 +205,25 @@ def _collect(
     notify: ProgressCallback,
     check_worker: Callable[[], None] | None,
 ) -> list[Outcome]:
-    """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds.
+    """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds."""
+    from sluice.workers.results import value_of, wait_ready
 
-    Results are polled from the backend rather than awaited on its pub/sub channel: a task
-    redelivered after its worker died can finish while nobody is subscribed, and the poll still
-    sees it (one read per interval, for the one result being waited on).
-    """
     outcomes: list[Outcome] = []
     last_progress = time.monotonic()
+
+    def still_going() -> None:
+        if check_worker:
+            check_worker()
+        if time.monotonic() - last_progress > settings.task_timeout:
+            raise BackendUnavailable(
+                f"no task finished for {settings.task_timeout:.0f}s; "
+                f"{len(results) - len(outcomes)} files are still queued and will be stored "
+                "when workers process them"
+            )
+
     for done, (result, source) in enumerate(zip(results, files, strict=True), 1):
-        pause = 0.002
-        while not result.ready():
-            if check_worker:
-                check_worker()
-            if time.monotonic() - last_progress > settings.task_timeout:
-                raise BackendUnavailable(
-                    f"no task finished for {settings.task_timeout:.0f}s; "
-                    f"{len(results) - done + 1} files are still queued and will be stored "
-                    "when workers process them"
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-        value = result.get(propagate=False)
+        wait_ready([result], None, f"analysis of {source.path}", still_going)
+        value = value_of(result)
         last_progress = time.monotonic()
         if result.failed():
             outcomes.append((source.path, f"{type(value).__name__}: {value}"))

@@ -8,7 +8,6 @@ per payload, a :class:`~sluice.errors.TaskFailed` in the slot of an item that fi
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,10 +15,11 @@ from typing import Any
 from celery import chord
 from celery.result import AsyncResult, EagerResult
 
-from sluice.errors import BackendUnavailable, InvalidInput, TaskFailed
+from sluice.errors import InvalidInput, TaskFailed
 from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.priority import Priority, route
+from sluice.workers.results import await_ready, value_of, wait_ready
 from sluice.workers.submit import check_payload, resolve
 
 
@@ -38,47 +38,38 @@ class BatchResult:
         return bool(self.result.ready())
 
     def get(self, timeout: float | None = None) -> list[Any]:
-        """Block for one value per payload (polling, so a redelivered chord body is never missed)."""
+        """Block for one value per payload, in submission order."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
-        while not self.result.ready():
-            if deadline is not None and time.monotonic() >= deadline:
-                raise BackendUnavailable(f"batch {self.id} did not finish within {timeout}s")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-        entries = self.result.get(timeout=1, interval=0.02)
-        return [self._resolve(entry, deadline) for entry in entries]
+        wait_ready([self.result], timeout, f"batch {self.id}")
+        entries = value_of(self.result)
+        retried = self._retried(entries)
+        wait_ready(retried, _remaining(deadline), f"batch {self.id}: retried items")
+        return [self._resolve(entry) for entry in entries]
 
     async def wait(self, timeout: float | None = None) -> list[Any]:
         """Await the results without blocking the event loop."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while not self.result.ready():
-            if deadline is not None and time.monotonic() >= deadline:
-                raise BackendUnavailable(f"batch {self.id} did not finish within {timeout}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        entries = self.result.get(timeout=1, interval=0.02)
-        pending = [
-            AsyncResult(e["task_id"], app=self.result.app) for e in entries if "task_id" in e
-        ]
-        while not all(r.ready() for r in pending):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise BackendUnavailable(
-                    f"batch {self.id}: retried items did not finish within {timeout}s"
-                )
-            await asyncio.sleep(0.05)
-        return [self._resolve(entry, deadline) for entry in entries]
+        await await_ready([self.result], timeout, f"batch {self.id}")
+        entries = value_of(self.result)
+        retried = self._retried(entries)
+        await await_ready(retried, _remaining(deadline), f"batch {self.id}: retried items")
+        return [self._resolve(entry) for entry in entries]
 
-    def _resolve(self, entry: dict[str, Any], deadline: float | None) -> Any:
+    def _retried(self, entries: list[dict[str, Any]]) -> list[AsyncResult]:
+        return [AsyncResult(e["task_id"], app=self.result.app) for e in entries if "task_id" in e]
+
+    def _resolve(self, entry: dict[str, Any]) -> Any:
         if "result" in entry:
             return entry["result"]
         if "error" in entry:
             return TaskFailed(entry["error"])
         retried = AsyncResult(entry["task_id"], app=self.result.app)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        value = retried.get(timeout=remaining, propagate=False, interval=0.02)
+        value = value_of(retried)
         return TaskFailed(str(value)) if retried.failed() else value
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def submit_batch(

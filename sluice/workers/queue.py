@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from celery.result import AsyncResult
 
-from sluice.errors import BackendUnavailable, TaskFailed
+from sluice.errors import TaskFailed
 from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.batching import submit_batch
 from sluice.workers.handlers import TaskHandler, registry
 from sluice.workers.inprocess import InProcessWorker
 from sluice.workers.priority import Priority
+from sluice.workers.results import await_ready, value_of, wait_ready
 from sluice.workers.submit import submit_task
 
 
@@ -31,7 +31,15 @@ class TaskHandle:
 
     def get(self, timeout: float | None = None) -> Any:
         """Block for the result; raise :class:`TaskFailed` if it failed after its retries."""
-        value = self.result.get(timeout=timeout, propagate=False, interval=0.02)
+        wait_ready([self.result], timeout, f"task {self.id}")
+        return self._outcome()
+
+    async def wait(self, timeout: float | None = None) -> Any:
+        await await_ready([self.result], timeout, f"task {self.id}")
+        return self._outcome()
+
+    def _outcome(self) -> Any:
+        value = value_of(self.result)
         if self.result.failed():
             raise (
                 value
@@ -39,16 +47,6 @@ class TaskHandle:
                 else TaskFailed(f"{type(value).__name__}: {value}")
             )
         return value
-
-    async def wait(self, timeout: float | None = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.002
-        while not self.result.ready():
-            if deadline is not None and time.monotonic() >= deadline:
-                raise BackendUnavailable(f"task {self.id} did not finish within {timeout}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        return self.get(timeout=1)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.wait().__await__()

@@ -1,0 +1,60 @@
+"""Waiting for task results by polling the result backend.
+
+Celery's Redis backend delivers results over pub/sub; a task redelivered after its worker died can
+finish while nobody is subscribed, and ``AsyncResult.get()`` then stalls for minutes on a result that
+is already stored (found by the SIGKILL drill). Every wait in sluice therefore polls ``ready()`` (one
+read per interval, backing off to 50-100 ms) and reads the value only once it is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from celery.result import AsyncResult
+
+from sluice.errors import BackendUnavailable
+
+_FIRST_PAUSE = 0.002
+_MAX_PAUSE = 0.05
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _check(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise BackendUnavailable(f"{what} did not finish in time")
+
+
+def wait_ready(
+    results: Sequence[AsyncResult],
+    timeout: float | None,
+    what: str,
+    on_wait: Callable[[], None] | None = None,
+) -> None:
+    """Block until every result is ready; ``on_wait`` runs between polls (and may raise)."""
+    deadline, pause = _deadline(timeout), _FIRST_PAUSE
+    while not all(result.ready() for result in results):
+        _check(deadline, what)
+        if on_wait:
+            on_wait()
+        time.sleep(pause)
+        pause = min(pause * 2, _MAX_PAUSE)
+
+
+async def await_ready(results: Sequence[AsyncResult], timeout: float | None, what: str) -> None:
+    """:func:`wait_ready` without blocking the event loop."""
+    deadline, pause = _deadline(timeout), _FIRST_PAUSE
+    while not all(result.ready() for result in results):
+        _check(deadline, what)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _MAX_PAUSE)
+
+
+def value_of(result: AsyncResult) -> Any:
+    """The value of a ready result: its return value, or the exception it failed with."""
+    return result.get(timeout=1, propagate=False, interval=0.02)
