@@ -64,7 +64,10 @@ if _settings.broker_url.startswith(("redis://", "rediss://")):
         "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout // 4))),
         "unacked_restore_throttle": 1,
     }
-elif _settings.embedded_broker:
+elif _settings.broker_url.startswith("filesystem://"):
+    from sluice.workers.fsbroker import SCHEME
+
+    broker_url = f"{SCHEME}://"  # kombu's filesystem transport, with atomic message files
     _folder = str(_settings.broker_dir)
     # kombu's filesystem transport polls once a second by default: far too slow for a CLI run.
     _broker_options = {
