@@ -23,14 +23,15 @@ SCHEME = "sluicefs"
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: Any, message: Any, **kwargs: Any) -> None:
+    # kombu's own bases disagree on the name (``message`` vs ``payload``); filesystem's is kept.
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{int(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         # A leading dot keeps the partial file out of every queue's listing until the rename.
         partial = os.path.join(self.data_folder_out, f".{name}.partial")
         try:
             with open(partial, "wb") as handle:
-                handle.write(str_to_bytes(dumps(message)))
+                handle.write(str_to_bytes(dumps(payload)))
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
