@@ -33,3 +33,14 @@ class ProviderError(SluiceError):
 
 class TaskFailed(SluiceError):
     """A task failed after all its retries; it is in the dead-letter queue (see ``sluice dlq``)."""
+
+
+class RetryLater(SluiceError):
+    """Not now, but not a failure: run the task again in ``wait_seconds`` (a rate limit, a paused
+    provider, a budget window). The task layer re-publishes the message with that countdown, keeping
+    its priority, and the attempt does not count toward ``max_retries`` nor lead to a dead letter."""
+
+    def __init__(self, wait_seconds: float, reason: str) -> None:
+        super().__init__(f"retry in {wait_seconds:.3g}s: {reason}")
+        self.wait_seconds = float(wait_seconds)
+        self.reason = reason
