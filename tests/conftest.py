@@ -7,6 +7,7 @@ unless ``SLUICE_REQUIRE_SERVICES=1`` (CI), where an unreachable service fails th
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +43,7 @@ REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 DATABASE_URL = os.environ.get(
     "SLUICE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+AMQP_URL = os.environ.get("SLUICE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def _reachable(url: str) -> bool:
@@ -70,6 +73,11 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return require_service("database", DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    return require_service("amqp", AMQP_URL)
 
 
 @pytest.fixture
@@ -192,3 +200,56 @@ def redis_broker_url(redis_url: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def amqp_broker_url(amqp_url: str) -> Iterator[str]:
+    """A RabbitMQ virtual host of its own for one test, deleted afterwards.
+
+    Without ``rabbitmqctl`` on this machine (a remote broker), the configured vhost is used and
+    sluice's queues are purged before and after instead.
+    """
+    import kombu
+
+    parts = urlsplit(amqp_url)
+    if shutil.which("rabbitmqctl") is None:
+        with kombu.Connection(amqp_url) as connection:
+            channel = connection.default_channel
+            for name in ("priority", "batch"):
+                try:
+                    channel.queue_purge(name)
+                except Exception:
+                    channel = connection.channel()  # the queue did not exist; the channel closed
+        yield amqp_url
+        return
+    vhost = f"sluice_test_{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+    yield parts._replace(path=f"/{vhost}").geturl()
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+@dataclass(frozen=True)
+class Broker:
+    """One broker under test: its kind (``redis`` or ``amqp``), URL and the result backend to use."""
+
+    kind: str
+    url: str
+    result_backend: str
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request: pytest.FixtureRequest, redis_broker_url: str) -> Broker:
+    """Each distributed broker in turn: the test runs once on Redis and once on RabbitMQ.
+
+    Results go to Redis (database 14) in both cases; on RabbitMQ the messages live in a private
+    virtual host.
+    """
+    if request.param == "redis":
+        return Broker("redis", redis_broker_url, redis_broker_url)
+    return Broker("amqp", request.getfixturevalue("amqp_broker_url"), redis_broker_url)
+

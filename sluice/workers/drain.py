@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
 
-from sluice.workers.priority import ALL_QUEUES
+from sluice.workers.brokers import broker_queues
 from sluice.workers.stats import queue_depths
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ def drain(
     notify = progress or (lambda done, total: None)
     notify(0, total)
     with app.connection_for_read() as connection:
-        for name in ALL_QUEUES:
-            queue = connection.SimpleQueue(name, no_ack=False)
+        for name in broker_queues(str(app.conf.broker_url)):
+            # The declared Queue (with its arguments): RabbitMQ refuses a redeclaration without.
+            queue = connection.SimpleQueue(app.amqp.queues[name], no_ack=False)
             try:
                 while limit is None or report.executed + report.failed < limit:
                     try:

@@ -66,6 +66,12 @@ def broker_priority(level: Priority) -> int:
 
 
 def route(priority: Priority | str | int) -> dict[str, object]:
-    """``apply_async`` options that send a task to the queue of ``priority``."""
+    """``apply_async`` options that send a task to the queue of ``priority``.
+
+    On RabbitMQ the four priority levels share one queue (see :mod:`sluice.workers.brokers`).
+    """
+    from sluice.workers.brokers import physical_queue
+
     level = Priority.parse(priority)
-    return {"queue": level.queue, "priority": broker_priority(level)}
+    queue = physical_queue(level.queue, get_settings().broker_url)
+    return {"queue": queue, "priority": broker_priority(level)}
