@@ -133,11 +133,26 @@ class LimitedHandler(TaskHandler):
         return {"id": payload["id"], "at": time.time()}
 
 
+class StampHandler(TaskHandler):
+    """Records when it started (epoch ms, field = payload id) and sleeps ``payload["sleep"]``."""
+
+    @property
+    def task_name(self) -> str:
+        return "t_stamp"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        _store().hincr("started_ms", str(payload["id"]), int(time.time() * 1000))
+        if payload.get("sleep"):
+            time.sleep(float(payload["sleep"]))
+        return {"id": payload["id"]}
+
+
 for _handler in (
     RecordHandler(),
     PoisonHandler(),
     ChunkHandler(),
     MicroHandler(),
     LimitedHandler(),
+    StampHandler(),
 ):
     registry.register(_handler)

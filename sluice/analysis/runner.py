@@ -18,6 +18,7 @@ from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 from sluice.db import AnalysisSession, CodeReviewResult, session_scope, upgrade
 from sluice.errors import BackendUnavailable, InvalidInput
 from sluice.settings import Settings, get_settings
+from sluice.workers.brokers import unreachable_broker
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def _require_external_workers(app: Any, settings: Settings) -> None:
     try:
         replies = app.control.ping(timeout=2.0)
     except Exception as exc:  # kombu raises transport-specific errors
-        raise BackendUnavailable(f"cannot reach the broker: {exc}") from None
+        raise unreachable_broker(settings.broker_url, exc) from None
     if not replies:
         raise BackendUnavailable(
             "no Celery worker answered a ping; start one with `celery -A sluice worker` "

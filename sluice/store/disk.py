@@ -264,6 +264,20 @@ class DiskStore(Store):
             cache.set(full, self.codec.encode(counters), tag=_HASH)
         return int(counters[field])
 
+    def hincr_drop_zero(self, key: str, field: str, amount: int) -> int:
+        """See :meth:`Store.hincr_drop_zero`."""
+        full, field, amount = self._key(key), check_key(field), check_amount(amount)
+        with self._txn() as cache:
+            value, tag = cache.get(full, tag=True)
+            counters = self._meta(key, value, tag, _HASH) or {}
+            result = counters.get(field, 0) + amount
+            if result:
+                counters[field] = result
+            else:
+                counters.pop(field, None)
+            cache.set(full, self.codec.encode(counters), tag=_HASH)
+        return int(result)
+
     def hgetall_counters(self, key: str) -> dict[str, int]:
         """See :meth:`Store.hgetall_counters`."""
         value, tag = self._read(self._key(key))

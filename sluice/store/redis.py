@@ -65,6 +65,11 @@ end
 return value
 """
 
+_HINCR_DROP_ZERO = """
+local value = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if value == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return value
+"""
 _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -139,6 +144,7 @@ class RedisStore(Store):
             raise InvalidInput(f"invalid Redis URL for {self.location}: {exc}") from None
         self._take_token_script = self._client.register_script(_BUCKET_SCRIPT)
         self._incr_script = self._client.register_script(_INCR)
+        self._hincr_drop_zero_script = self._client.register_script(_HINCR_DROP_ZERO)
         self._renew_script = self._client.register_script(_LOCK_RENEW)
         self._release_script = self._client.register_script(_LOCK_RELEASE)
         self._pop_script = self._client.register_script(_POP_MANY)
@@ -268,6 +274,12 @@ class RedisStore(Store):
         full, field, amount = self._key(key), check_key(field), check_amount(amount)
         with self._guard():
             return int(self._client.hincrby(full, field, amount))
+
+    def hincr_drop_zero(self, key: str, field: str, amount: int) -> int:
+        """See :meth:`Store.hincr_drop_zero`."""
+        full, field, amount = self._key(key), check_key(field), check_amount(amount)
+        with self._guard():
+            return int(self._hincr_drop_zero_script(keys=[full], args=[field, amount]))
 
     def hgetall_counters(self, key: str) -> dict[str, int]:
         """See :meth:`Store.hgetall_counters`."""

@@ -20,9 +20,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import celeryd_after_setup
-from kombu import Queue
+from celery.signals import celeryd_after_setup, worker_init
+from kombu import Connection, Queue
 
+from sluice.errors import BackendUnavailable
+from sluice.settings import redact_url
 from sluice.workers.priority import ALL_QUEUES, PRIORITY_QUEUES
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,45 @@ def declared_queues(broker_url: str) -> list[Queue]:
         Queue(name, routing_key=name, durable=True, queue_arguments=arguments)
         for name in broker_queues(broker_url)
     ]
+
+
+def unreachable_broker(broker_url: str, exc: BaseException) -> BackendUnavailable:
+    """The one-line error for a broker that refused or timed out, naming it without a password."""
+    return BackendUnavailable(
+        f"cannot reach the broker {redact_url(broker_url)}: {exc}; "
+        "check SLUICE_BROKER_URL and that the broker is running"
+    )
+
+
+def check_broker_reachable(broker_url: str, timeout: float = 5.0) -> None:
+    """One connection attempt; raise :class:`BackendUnavailable` when the broker cannot be reached.
+
+    Used at start-up only: once running, workers wait for a restarted broker indefinitely.
+    """
+    connection = Connection(broker_url, connect_timeout=timeout)
+    try:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+    except Exception as exc:  # kombu raises each transport's own errors
+        raise unreachable_broker(broker_url, exc) from None
+    finally:
+        connection.release()
+
+
+@worker_init.connect(weak=False)
+def refuse_unreachable_broker(sender: Any = None, **_: Any) -> None:
+    """A worker whose remote broker cannot be reached at start-up exits with one line.
+
+    Celery would otherwise retry forever (``broker_connection_retry_on_startup``), and a typo in
+    ``SLUICE_BROKER_URL`` would look like an idle worker.
+    """
+    app = getattr(sender, "app", None)
+    url = str(app.conf.broker_url) if app is not None else ""
+    if not url.startswith(AMQP_SCHEMES + ("redis://", "rediss://")):
+        return  # the embedded broker is a folder: nothing to reach
+    try:
+        check_broker_reachable(url)
+    except BackendUnavailable as exc:
+        raise SystemExit(f"sluice worker: {exc}") from None
 
 
 @celeryd_after_setup.connect(weak=False)
