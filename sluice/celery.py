@@ -18,6 +18,7 @@ TASK_MODULES = [
     "sluice.analysis.tasks",
     "sluice.workers.tasks",
     "sluice.cdn.tasks",
+    "sluice.workers.watchdog",  # the consumer watchdog and its canary task
     "sluice.monitoring.signals",  # metric flushes, CDN purge outcomes, log format and redaction
 ]
 

@@ -70,6 +70,7 @@ class Settings:
     visibility_timeout: float = 4 * 3600.0
     batch_flush_every: int = 100
     batch_flush_interval: float = 1.0
+    watchdog_interval: float = 5.0
     log_level: str = "INFO"
     cache_enabled: bool = True
     async_processing_enabled: bool = True
@@ -159,6 +160,17 @@ def default_data_dir() -> Path:
     return Path(base) / "sluice"
 
 
+def _watchdog_interval(env: Mapping[str, str]) -> float:
+    """Seconds between consumer canaries; zero or below would never (or always) see a stall."""
+    interval = env_number(env, "SLUICE_WATCHDOG_INTERVAL", 5.0, float, -math.inf)
+    if interval <= 0:
+        raise ConfigurationError(
+            f"SLUICE_WATCHDOG_INTERVAL={interval:g} must be above 0 seconds (a stall is reported "
+            "after 3 intervals without a delivery; 5 is the default)"
+        )
+    return interval
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every option; raise :class:`ConfigurationError` on the first bad one."""
     env = os.environ if env is None else env
@@ -228,6 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         visibility_timeout=visibility_timeout,
         batch_flush_every=env_number(env, "SLUICE_BATCH_FLUSH_EVERY", 100, int, 1),
         batch_flush_interval=env_number(env, "SLUICE_BATCH_FLUSH_INTERVAL", 1.0, float, 0.01),
+        watchdog_interval=_watchdog_interval(env),
         log_level=env_choice(
             env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}
         ).upper(),

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from sluice.cache.policy import CONTENT_TYPES
 from sluice.monitoring import sources
+from sluice.monitoring.consumers import consumer_metrics
 from sluice.monitoring.queuewait import queue_wait_metrics
 from sluice.monitoring.recorder import BUCKETS, INF, Series
 from sluice.workers.stats import EVENTS as TASK_EVENTS
@@ -49,6 +50,7 @@ class SluiceCollector(Collector):
             "recorded": _recorded_metrics,
             "cdn": _cdn_metrics,
             "queue_wait": queue_wait_metrics,
+            "consumers": consumer_metrics,
         }
         for source, read in readers.items():
             try:
