@@ -47,4 +47,5 @@ def _connect_signal_modules(**_: Any) -> None:
     for module in SIGNAL_MODULES:
         importlib.import_module(module)
 
+
 __all__ = ["app"]

@@ -46,6 +46,46 @@ DATABASE_URL = os.environ.get(
 AMQP_URL = os.environ.get("SLUICE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
+#: Rounds of each drill under ``--stress``, and the CPU-bound processes running beside it.
+STRESS_ROUNDS = 3
+STRESS_BURNERS = 2
+#: A burner stops by itself after this long, whatever happens to the test run.
+STRESS_BURNER_SECONDS = 900
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stress",
+        action="store_true",
+        help=f"run each drill {STRESS_ROUNDS} times beside {STRESS_BURNERS} CPU-bound processes "
+        "(by hand; CI runs each drill once)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.config.getoption("--stress") and metafunc.definition.get_closest_marker("drill"):
+        metafunc.fixturenames.append("stress_load")
+        metafunc.parametrize(
+            "stress_load",
+            range(1, STRESS_ROUNDS + 1),
+            indirect=True,
+            ids=[f"stress{n}" for n in range(1, STRESS_ROUNDS + 1)],
+        )
+
+
+@pytest.fixture
+def stress_load(request: pytest.FixtureRequest) -> Iterator[int]:
+    """CPU-bound load on every core the machine has, for the length of one drill round."""
+    burn = f"import time\nend = time.time() + {STRESS_BURNER_SECONDS}\nwhile time.time() < end: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(STRESS_BURNERS)]
+    try:
+        yield int(request.param)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
 def _reachable(url: str) -> bool:
     parts = urlsplit(url)
     try:
@@ -252,4 +292,3 @@ def broker(request: pytest.FixtureRequest, redis_broker_url: str) -> Broker:
     if request.param == "redis":
         return Broker("redis", redis_broker_url, redis_broker_url)
     return Broker("amqp", request.getfixturevalue("amqp_broker_url"), redis_broker_url)
-

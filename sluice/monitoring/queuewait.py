@@ -132,7 +132,9 @@ def observe_start(task_id: str | None = None, task: Any = None, **_: Any) -> Non
     try:
         waited = max(0.0, time.time() - ready_ms / 1000)
         recorder.observe("queue_wait", waited, {"queue": queue, "priority": priority})
-        get_store().hincr_drop_zero(WAITING_KEY, _field(queue, priority, ready_ms, str(task_id)), -1)
+        get_store().hincr_drop_zero(
+            WAITING_KEY, _field(queue, priority, ready_ms, str(task_id)), -1
+        )
     except Exception:
         log.debug("could not record a queue wait", exc_info=True)
 
@@ -249,7 +251,9 @@ def pool_saturation() -> dict[str, tuple[int, int]]:
     """(busy slots, slots) per worker pool, summed over the workers that reported recently."""
     store = get_store()
     registered = store.hgetall_counters(POOLS_KEY)
-    keys = {field.split("|", 1)[1]: field.split("|", 1)[0] for field, n in registered.items() if n > 0}
+    keys = {
+        field.split("|", 1)[1]: field.split("|", 1)[0] for field, n in registered.items() if n > 0
+    }
     reports = store.get_many(keys)
     pools: dict[str, tuple[int, int]] = {}
     for key, pool in keys.items():

@@ -79,7 +79,9 @@ def check_broker_reachable(broker_url: str, timeout: float = 5.0) -> None:
     """
     connection = Connection(broker_url, connect_timeout=timeout)
     try:
-        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+        connection.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+        )
     except Exception as exc:  # kombu raises each transport's own errors
         raise unreachable_broker(broker_url, exc) from None
     finally:
@@ -95,7 +97,7 @@ def refuse_unreachable_broker(sender: Any = None, **_: Any) -> None:
     """
     app = getattr(sender, "app", None)
     url = str(app.conf.broker_url) if app is not None else ""
-    if not url.startswith(AMQP_SCHEMES + ("redis://", "rediss://")):
+    if not url.startswith((*AMQP_SCHEMES, "redis://", "rediss://")):
         return  # the embedded broker is a folder: nothing to reach
     try:
         check_broker_reachable(url)

@@ -14,6 +14,7 @@ restart: its pool is killed and the same command executed again (same pid, new c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -44,7 +45,9 @@ def canary() -> None:
 class ConsumerWatchdog:
     """Watches one worker's queues; see the module docstring."""
 
-    def __init__(self, app: Any, worker: str, queues: list[str], slots: int, interval: float) -> None:
+    def __init__(
+        self, app: Any, worker: str, queues: list[str], slots: int, interval: float
+    ) -> None:
         self.app = app
         self.worker = worker
         self.queues = list(queues)
@@ -90,7 +93,10 @@ class ConsumerWatchdog:
             quiet = now - self.last_delivery[queue]
             if quiet < self.interval:
                 continue
-            if self.canaries_since[queue] >= STALL_INTERVALS - 1 and quiet >= STALL_INTERVALS * self.interval:
+            if (
+                self.canaries_since[queue] >= STALL_INTERVALS - 1
+                and quiet >= STALL_INTERVALS * self.interval
+            ):
                 stalled.append(queue)
             if free:
                 self._publish_canary(queue)
@@ -148,13 +154,11 @@ def restart() -> None:
         except OSError:
             continue
         if parent == me:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
     platforms.close_open_fds([sys.__stdin__, sys.__stdout__, sys.__stderr__])
     # orig_argv keeps ``-m celery``; sys.argv would name celery/__main__.py, which cannot run alone.
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 - our own command
 
 
 def read_reports() -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from tests.conftest import ROOT, Broker, require_service, service_env
 from tests.fake_openai import KEY, running_fake_openai
 from tests.worker_fixtures import wait_for
 
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
 FILES = 160
 PG_BIN = Path("/usr/lib/postgresql")
 
@@ -236,7 +237,9 @@ def _restartable_broker(
     """Redis: a private server with an append-only file. RabbitMQ: ``rabbitmqctl stop_app``."""
     if kind == "amqp":
         if shutil.which("rabbitmqctl") is None:
-            require_service("rabbitmqctl (the broker-restart drill stops the app)", "amqp://127.0.0.1:1")
+            require_service(
+                "rabbitmqctl (the broker-restart drill stops the app)", "amqp://127.0.0.1:1"
+            )
         url = request.getfixturevalue("amqp_broker_url")
         results = request.getfixturevalue("redis_broker_url")
         host = urlsplit(url)
@@ -245,7 +248,11 @@ def _restartable_broker(
             subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
             time.sleep(3)
             subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
-            wait_for(lambda: _accepts(host.hostname or "127.0.0.1", host.port or 5672), 60, "rabbitmq back")
+            wait_for(
+                lambda: _accepts(host.hostname or "127.0.0.1", host.port or 5672),
+                60,
+                "rabbitmq back",
+            )
             return "RabbitMQ stop_app + start_app (3 s down)"
 
         settings = {"SLUICE_BROKER_URL": url, "SLUICE_RESULT_BACKEND": results,
@@ -273,8 +280,12 @@ def _restartable_broker(
             return "Redis shutdown + restart (3 s down)"
 
         broker = f"redis://127.0.0.1:{port}/0"
-        yield RestartableBroker(kind, {"SLUICE_BROKER_URL": broker, "SLUICE_RESULT_BACKEND": broker,
-                                       "SLUICE_REDIS_URL": f"redis://127.0.0.1:{port}/1"}, restart_redis)  # fmt: skip
+        settings = {
+            "SLUICE_BROKER_URL": broker,
+            "SLUICE_RESULT_BACKEND": broker,
+            "SLUICE_REDIS_URL": f"redis://127.0.0.1:{port}/1",
+        }
+        yield RestartableBroker(kind, settings, restart_redis)
     for process in restarted:
         process.wait(10)  # the context's shutdown stopped the restarted server too
 
@@ -441,7 +452,8 @@ def test_burst_of_10000_keeps_critical_ahead(
     store.close()
     _announce(
         capsys,
-        f"drill burst[{broker.kind}]: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; completed {len(order)}, "
+        f"drill burst[{broker.kind}]: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; "
+        f"completed {len(order)}, "
         f"lost {10_010 - len(order)}; tasks started between a CRITICAL's submission and its start: {jumped}",
     )
     assert len(order) == 10_010
@@ -467,7 +479,8 @@ def test_critical_behind_1000_low_waits_for_at_most_the_running_task(
     log = tmp_path / "w.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "sluice", "worker", "-Q", "critical,high,normal,low",
-         "-c", "1", "--prefetch-multiplier", "1", "-n", f"drill-{tmp_path.name}@%h", "-l", "INFO", "-f", str(log)],
+         "-c", "1", "--prefetch-multiplier", "1", "-n", f"drill-{tmp_path.name}@%h", "-l", "INFO",
+         "-f", str(log)],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -498,4 +511,3 @@ def test_critical_behind_1000_low_waits_for_at_most_the_running_task(
     )
     assert len(order) == 1001
     assert jumped <= 1  # at most the task that was running when it arrived
-

@@ -20,7 +20,7 @@ from sluice.monitoring.collector import build_registry
 from sluice.store import get_store
 from sluice.workers import Priority, submit_task
 from sluice.workers.brokers import physical_queue
-from tests.conftest import Broker, WorkerProcess, run_sluice, service_env
+from tests.conftest import Broker, WorkerProcess, service_env
 from tests.worker_fixtures import settings_env, wait_for
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,9 @@ def test_queue_wait_metrics_match_ground_truth(
         queue = physical_queue(level, broker.url)
         oldest = min(t for t, lv in published.values() if lv == level)
         key = ("sluice_queue_oldest_message_age_seconds", (("priority", level), ("queue", queue)))
-        rows.append((f"oldest waiting {queue}/{level} (s)", second[key], (before - oldest, after - oldest)))
+        rows.append(
+            (f"oldest waiting {queue}/{level} (s)", second[key], (before - oldest, after - oldest))
+        )
     start_ms = started()
     # The waits of the backlog (seconds each); the long tasks started at once, where the test's
     # own publish overhead would dominate a 5% comparison, so only their count is compared.
@@ -124,9 +126,8 @@ def test_queue_wait_metrics_match_ground_truth(
             (f"wait count {queue}/{level}", third[("sluice_queue_wait_seconds_count", labels)], len(waits))
         )  # fmt: skip
         if level != "normal":
-            rows.append(
-                (f"wait sum {queue}/{level} (s)", third[("sluice_queue_wait_seconds_sum", labels)], sum(waits))
-            )  # fmt: skip
+            measured = third[("sluice_queue_wait_seconds_sum", labels)]
+            rows.append((f"wait sum {queue}/{level} (s)", measured, sum(waits)))
     with capsys.disabled():
         print(f"\ntelemetry vs ground truth [{broker.kind}]")
         for name, measured, truth in rows:

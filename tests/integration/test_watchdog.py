@@ -23,7 +23,7 @@ from sluice.workers import Priority, submit_task
 from tests.conftest import WorkerProcess, service_env
 from tests.worker_fixtures import settings_env, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
 BLACK_HOLE_SECONDS = 60
 INTERVAL = 3.0
 TASKS = 40
@@ -138,7 +138,9 @@ def test_black_holed_worker_is_reported_recycles_and_loses_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     parts = urlsplit(amqp_broker_url)
-    through_proxy = parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}").geturl()
+    through_proxy = parts._replace(
+        netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+    ).geturl()
     common = {
         "SLUICE_RESULT_BACKEND": redis_broker_url,
         "SLUICE_REDIS_URL": redis_url,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sluice.errors import BackendUnavailable
 from sluice.workers import PRIORITY_QUEUES, Priority, route
 from sluice.workers.brokers import (
     AMQP_PRIORITY_QUEUE,
@@ -16,7 +17,6 @@ from sluice.workers.brokers import (
     declared_queues,
     physical_queue,
 )
-from sluice.errors import BackendUnavailable
 from tests.conftest import ROOT, service_env
 from tests.worker_fixtures import settings_env
 

@@ -47,7 +47,9 @@ def test_the_schema_rejects_what_keda_would(breakage: Any) -> None:
         jsonschema.validate(broken, SCHEMA)
 
 
-def test_it_scales_on_the_oldest_message_age_sluice_exports(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_it_scales_on_the_oldest_message_age_sluice_exports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     query = document()["spec"]["triggers"][0]["metadata"]["query"]
     used = metric_names(query)
     assert used == {"sluice_queue_oldest_message_age_seconds"}
