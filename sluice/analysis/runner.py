@@ -207,7 +207,7 @@ def _collect(
     check_worker: Callable[[], None] | None,
 ) -> list[Outcome]:
     """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds."""
-    from sluice.workers.results import value_of, wait_ready
+    from sluice.workers.results import forget_quietly, value_of, wait_ready
 
     outcomes: list[Outcome] = []
     last_progress = time.monotonic()
@@ -231,7 +231,7 @@ def _collect(
         else:
             outcomes.append((source.path, value))
         if not isinstance(result, EagerResult):
-            result.forget()
+            forget_quietly(result)
         notify(done, len(files))
     return outcomes
 
