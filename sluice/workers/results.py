@@ -65,7 +65,7 @@ def forget_quietly(result: AsyncResult) -> None:
     backend reads (``result_backend_always_retry``) but not this delete: a Redis restart that
     begins between a result's read and its delete raised ConnectionError out of ``sluice analyze``
     although every file had been analysed. Load widens that window, which is how the
-    broker-restart drill failed under load.
+    broker-restart drill most likely failed under load (the only backend call on that path not retried).
     """
     try:
         result.forget()
