@@ -76,7 +76,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def stress_load(request: pytest.FixtureRequest) -> Iterator[int]:
     """CPU-bound load on every core the machine has, for the length of one drill round."""
-    burn = f"import time\nend = time.time() + {STRESS_BURNER_SECONDS}\nwhile time.time() < end: pass"
+    burn = (
+        f"import time\nend = time.time() + {STRESS_BURNER_SECONDS}\nwhile time.time() < end: pass"
+    )
     burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(STRESS_BURNERS)]
     try:
         yield int(request.param)

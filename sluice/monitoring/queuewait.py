@@ -101,8 +101,14 @@ def stamp_ready_time(
 def count_waiting(
     headers: Mapping[str, Any] | None = None, routing_key: str | None = None, **_: Any
 ) -> None:
-    """Add the published message to the waiting set (only once the broker has it)."""
+    """Add the published message to the waiting set (only once the broker has it).
+
+    Not on the embedded broker: a single ``sluice analyze`` run has no operator watching its queue
+    age, and a store transaction per message would slow it down.
+    """
     if not headers or READY_HEADER not in headers or not routing_key:
+        return
+    if get_settings().embedded_broker:
         return
     priority = str(headers.get(PRIORITY_HEADER, "normal"))
     field = _field(routing_key, priority, int(headers[READY_HEADER]), str(headers.get("id")))
@@ -231,8 +237,10 @@ def oldest_waiting(now: float | None = None) -> dict[tuple[str, str], float]:
     """Age in seconds of the oldest waiting message per (queue, priority); 0 where none waits.
 
     Every level's queue on the configured broker is listed, so an empty queue reads 0 rather
-    than disappearing.
+    than disappearing. Empty on the embedded broker, where no waiting set is kept.
     """
+    if get_settings().embedded_broker:
+        return {}
     now = time.time() if now is None else now
     broker_url = get_settings().broker_url
     ages: dict[tuple[str, str], float] = {

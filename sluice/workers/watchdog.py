@@ -181,8 +181,19 @@ _watchdog: ConsumerWatchdog | None = None
 
 @worker_ready.connect(weak=False)
 def start_watchdog(sender: Any = None, **_: Any) -> None:
-    """Start watching once the worker consumes."""
+    """Start watching once a ``celery worker`` process consumes from a networked broker.
+
+    Not in a worker running in another program's threads (``AsyncTaskQueue.start``): restarting
+    would execute that program again. Not on the embedded broker, a local folder.
+    """
+    from celery.apps.worker import Worker
+
     global _watchdog
+    if (
+        not isinstance(getattr(sender, "controller", None), Worker)
+        or get_settings().embedded_broker
+    ):
+        return
     try:
         queues = list(sender.app.amqp.queues.consume_from)
         _watchdog = ConsumerWatchdog(

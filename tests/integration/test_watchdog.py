@@ -1,7 +1,7 @@
-"""The consumer watchdog drill: a loopback TCP proxy between one worker and RabbitMQ black-holes the
-worker's connections (data dropped, nothing closed or reset) for 60 s. The stall must be reported
-(``/health``'s consumers check and ``sluice_worker_consumer_stalled``) within 30 s, the worker must
-recycle itself and finish every task: lost = 0.
+"""The consumer watchdog drill: a loopback TCP proxy between one worker and its broker (RabbitMQ,
+then Redis) black-holes the worker's connections (data dropped, nothing closed or reset) for 60 s.
+The stall must be reported (``/health``'s consumers check and ``sluice_worker_consumer_stalled``)
+within 30 s, the worker must recycle itself and finish every task: lost = 0.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sluice.monitoring.consumers import check_consumers, consumer_metrics
 from sluice.settings import load_settings
 from sluice.store import get_store
 from sluice.workers import Priority, submit_task
-from tests.conftest import WorkerProcess, service_env
+from tests.conftest import Broker, WorkerProcess, service_env
 from tests.worker_fixtures import settings_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
@@ -102,11 +102,20 @@ class BlackHoleProxy:
 
 
 @pytest.fixture
-def proxy(amqp_broker_url: str) -> Iterator[BlackHoleProxy]:
-    parts = urlsplit(amqp_broker_url)
+def proxy(broker: Broker) -> Iterator[BlackHoleProxy]:
+    parts = urlsplit(broker.url)
     running = BlackHoleProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
     yield running
     running.close()
+
+
+def _through(url: str, port: int) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return parts._replace(
+        netloc=f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    ).geturl()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "-0.5"])
@@ -130,19 +139,19 @@ def _healthy() -> bool:
 
 def test_black_holed_worker_is_reported_recycles_and_loses_nothing(
     tmp_path: Path,
+    broker: Broker,
     proxy: BlackHoleProxy,
-    amqp_broker_url: str,
-    redis_broker_url: str,
     redis_url: str,
     key_prefix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    parts = urlsplit(amqp_broker_url)
-    through_proxy = parts._replace(
-        netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
-    ).geturl()
+    through_proxy = _through(broker.url, proxy.port)
     common = {
-        "SLUICE_RESULT_BACKEND": redis_broker_url,
+        "SLUICE_RESULT_BACKEND": broker.result_backend,
+        # Redis hands a dead consumer's unacknowledged messages out again after this; RabbitMQ
+        # when it sees the connection close.
+        "SLUICE_VISIBILITY_TIMEOUT": "10",
+        "SLUICE_MAX_COUNTDOWN": "5",
         "SLUICE_REDIS_URL": redis_url,
         "SLUICE_KEY_PREFIX": key_prefix,
         "SLUICE_HANDLER_MODULES": "tests.worker_handlers",
@@ -152,7 +161,7 @@ def test_black_holed_worker_is_reported_recycles_and_loses_nothing(
     worker = WorkerProcess(env, tmp_path / "worker.log", "critical,high,normal,low", 2)
     try:
         worker.wait_ready()
-        with settings_env(reconfigure_celery=True, SLUICE_BROKER_URL=amqp_broker_url, **common):
+        with settings_env(reconfigure_celery=True, SLUICE_BROKER_URL=broker.url, **common):
             import tests.worker_handlers  # noqa: F401 - registers t_record here too
 
             for i in range(TASKS):
@@ -176,7 +185,7 @@ def test_black_holed_worker_is_reported_recycles_and_loses_nothing(
     lost = TASKS - len(finished)
     with capsys.disabled():
         print(
-            f"\ndrill watchdog[amqp]: black-holed {holed} connections for {BLACK_HOLE_SECONDS} s at "
+            f"\ndrill watchdog[{broker.kind}]: black-holed {holed} connections for {BLACK_HOLE_SECONDS} s at "
             f"{at}/{TASKS} tasks; stall reported after {detected:.1f} s, recovered (healthy, all "
             f"tasks done) after {recovered:.1f} s; lost {lost}, reruns {sum(finished.values()) - TASKS}"
         )

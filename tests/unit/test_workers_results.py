@@ -19,7 +19,7 @@ def down_app() -> Celery:
 
 def test_celery_raises_when_forgetting_on_an_unreachable_backend(down_app: Celery) -> None:
     # The failure forget_quietly exists for: Celery retries reads, not this delete.
-    with pytest.raises(Exception, match="(?i)connect"):
+    with pytest.raises(Exception, match=r"(?i)connect"):
         AsyncResult("read-already", app=down_app).forget()
 
 
