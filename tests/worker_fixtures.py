@@ -55,6 +55,10 @@ def _refresh(reconfigure_celery: bool) -> None:
 @contextmanager
 def settings_env(reconfigure_celery: bool = False, **env: str) -> Iterator[None]:
     """Run the block with ``env`` set in ``os.environ`` and every cache that read it cleared."""
+    # celeryconfig reads the settings once, when first imported: never under ``env``, or its
+    # values (queues, broker options) would outlive the block.
+    import celeryconfig  # noqa: F401
+
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     _refresh(reconfigure_celery)
