@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sluice.cdn.config import get_cdn_settings
 from sluice.settings import get_settings
-from sluice.workers.brokers import declared_queues, is_amqp, physical_queue
+from sluice.workers.brokers import declared_queues, physical_queue
 from sluice.workers.priority import PRIORITY_QUEUES
 
 _settings = get_settings()
@@ -67,10 +67,6 @@ if _settings.broker_url.startswith(("redis://", "rediss://")):
         "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout // 4))),
         "unacked_restore_throttle": 1,
     }
-elif is_amqp(_settings.broker_url):
-    # Publisher confirms: a submission returns once RabbitMQ has the (persistent) message in its
-    # durable queue, so a broker restart right after cannot lose it, and "queued" means queued.
-    _broker_options = {"confirm_publish": True}
 elif _settings.broker_url.startswith("filesystem://"):
     from sluice.workers.fsbroker import SCHEME
 
