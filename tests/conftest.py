@@ -51,6 +51,8 @@ STRESS_ROUNDS = 3
 STRESS_BURNERS = 2
 #: A burner stops by itself after this long, whatever happens to the test run.
 STRESS_BURNER_SECONDS = 900
+#: pytest-timeout for one drill round under ``--stress``.
+STRESS_TIMEOUT = 900
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,6 +62,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"run each drill {STRESS_ROUNDS} times beside {STRESS_BURNERS} CPU-bound processes "
         "(by hand; CI runs each drill once)",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A loaded machine runs a drill several times slower: the time limit is not what is tested.
+    if config.getoption("--stress"):
+        for item in items:
+            if item.get_closest_marker("drill"):
+                item.add_marker(pytest.mark.timeout(STRESS_TIMEOUT))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
