@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -181,7 +182,8 @@ def db_current() -> None:
 @main.command("config")
 def show_config() -> None:
     """Print the effective settings (secrets hidden)."""
-    from sluice.settings import get_settings, redact_url
+    from sluice.redaction import redact
+    from sluice.settings import get_settings, load_secrets
 
     settings = get_settings()
     table = Table(show_header=False)
@@ -189,11 +191,9 @@ def show_config() -> None:
         value = getattr(settings, item.name)
         if item.name == "ai_api_key":
             shown = "(set)" if value else "(not set)"
-        elif isinstance(value, str) and "://" in value:
-            shown = redact_url(value)
         else:
-            shown = str(value)
-        table.add_row(item.name, shown)
+            shown = redact(str(value), load_secrets())
+        table.add_row(item.name, escape(shown))
     console.print(table)
 
 
