@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sluice.cdn.policies import COMPRESSIBLE_EXTENSIONS, PolicyTable
 from sluice.errors import InvalidInput
+from sluice.settings import is_nginx_quotable, is_nginx_url_prefix
 
 #: Where Debian, Ubuntu and the official packages put dynamic modules.
 MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/etc/nginx/modules")
@@ -79,9 +80,27 @@ def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
 
 
 def _quote(value: str) -> str:
-    if any(c in value for c in '"\\\n;{}') or not value.strip():
-        raise InvalidInput(f"{value!r} cannot be used in an nginx configuration")
+    """``value`` as an nginx quoted string that means exactly ``value``.
+
+    Quotes keep spaces, ``;`` and braces literal, but nginx still expands ``$variables`` inside
+    them and has no escape for ``$``: such a value is refused, never emitted.
+    """
+    if not is_nginx_quotable(value):
+        raise InvalidInput(
+            f"{value!r} cannot be used in an nginx configuration: it is empty or contains $, "
+            "a quote, a backslash or a control character"
+        )
     return f'"{value}"'
+
+
+def _url_prefix(value: str) -> str:
+    """``value`` quoted for a ``location``, if it is a plain ``/.../`` URL prefix."""
+    if not is_nginx_url_prefix(value):
+        raise InvalidInput(
+            f"static URL {value!r} is not a plain URL prefix: it must start and end with '/' and "
+            "contain only letters, digits and . _ ~ % + @ ! , = - between slashes"
+        )
+    return _quote(value)
 
 
 def render_server_config(options: NginxOptions, policies: PolicyTable | None = None) -> str:
@@ -108,7 +127,7 @@ def render_server_config(options: NginxOptions, policies: PolicyTable | None = N
         "    # Vary is set explicitly below; gzip_vary would add a second header.",
         "    gzip_vary off;",
         "",
-        f"    location ^~ {options.static_url} {{",
+        f"    location ^~ {_url_prefix(options.static_url)} {{",
         f"        alias {_quote(str(root) + '/')};",
         *_headers(policies.types["other"].policy.cache_control(False), False, "        "),
         "        # Dotfiles (the compressor's state) are never served; first, so no type wins.",
