@@ -407,7 +407,7 @@ def _static_root(env: Mapping[str, str]) -> Path | None:
     if not is_nginx_quotable(str(root)):
         raise ConfigurationError(
             f"SLUICE_CDN_STATIC_ROOT={raw!r} contains a character nginx would not take literally "
-            '($, a quote, a backslash or a control character); move the assets to a plain path'
+            "($, a quote, a backslash or a control character); move the assets to a plain path"
         )
     return root
 

@@ -109,4 +109,3 @@ class CacheConfig:
         if "prices" in overrides:
             overrides["prices"] = {**DEFAULT_PRICES, **overrides["prices"]}
         return replace(cls(), **overrides)
-

@@ -10,8 +10,8 @@ from sluice.cdn.config import load_cdn_settings
 from sluice.cdn.invalidation import IN_FLIGHT_KEY, InvalidationQueue
 from sluice.cdn.providers import PurgeCall, PurgeProvider, RateLimited
 from sluice.cdn.purgepaths import (
-    is_covered,
     collapse,
+    is_covered,
     surrogate_key_for_pattern,
     surrogate_keys,
     validate_purge_path,
@@ -180,7 +180,7 @@ def test_a_wildcard_is_purged_once_per_flush_whatever_the_batch_size(
     queue.queue([f"/static/{i}.js" for i in range(4)])
     queue.queue([f"/static/{i}.js" for i in range(4, 100)] + ["/other.css"])
     provider = FakeProvider(chunk=1000)
-    result = queue.flush(provider)
+    queue.flush(provider)
     sent = [path for call in provider.sent for path in call]
     assert len(sent) == len(set(sent)), sent
     if batch > 3:  # a batch holds enough files of the directory to collapse it
