@@ -90,8 +90,8 @@ def check_json_object(value: Any, what: str = "payload", max_bytes: int | None =
             _check_scalar(node, what, path)
         else:
             raise InvalidInput(
-                f"{what}{_where(path)} is a {type(node).__name__}, which is not JSON; send strings, "
-                "numbers, booleans, null, lists and dicts only"
+                f"{what}{_where(path)} is a {type(node).__name__}, which is not "
+                "JSON-serialisable; send strings, numbers, booleans, null, lists and dicts only"
             )
     try:
         size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
