@@ -531,7 +531,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     result_backend = env_str(
         env, "SLUICE_RESULT_BACKEND", f"db+sqlite:///{data_dir / 'results.db'}"
     )
-    if not result_backend.startswith(("db+", "redis://", "rediss://", "rpc://")):
+    if result_backend.startswith("db+"):
+        check_url(result_backend[3:], "SLUICE_RESULT_BACKEND (after db+)", DATABASE_SCHEMES)
+    elif result_backend.startswith(("redis://", "rediss://")):
+        check_url(result_backend, "SLUICE_RESULT_BACKEND", REDIS_SCHEMES)
+    elif not result_backend.startswith("rpc://"):
         raise ConfigurationError(
             f"SLUICE_RESULT_BACKEND={result_backend!r} must be a redis:// or db+<sqlalchemy url>"
         )
