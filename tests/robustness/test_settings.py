@@ -58,7 +58,7 @@ GARBAGE = st.one_of(
             "~nouser/x",
             "/dev/null",
         ]
-    ),  # fmt: skip
+    ),
     st.integers().map(str),
     st.floats().map(str),
 )
@@ -77,7 +77,7 @@ def test_one_bad_variable_is_one_configuration_error_naming_it(name: str, value:
     if outcome.error is not None:
         assert isinstance(outcome.error, ConfigurationError)
         message = str(outcome.error)
-        assert name in message or name.startswith("SLUICE_CDN_") and "SLUICE_CDN_" in message
+        assert name in message or (name.startswith("SLUICE_CDN_") and "SLUICE_CDN_" in message)
         assert "TopSecretPW1" not in message
 
 
