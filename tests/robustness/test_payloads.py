@@ -17,7 +17,7 @@ from kombu.serialization import dumps
 
 from sluice.errors import InvalidInput, TaskFailed
 from sluice.workers import DeadLetterQueue, TaskHandler, registry, submit_task
-from sluice.workers.payload import MAX_DEPTH
+from sluice.workers.payload import MAX_DEPTH, storable
 from sluice.workers.poison import nesting_depth
 from sluice.workers.submit import check_payload
 from tests.robustness.contract import EXAMPLES, keeps_contract
@@ -132,3 +132,13 @@ def test_non_json_meta_is_invalid_input_not_a_kombu_error(tmp_path: Path, meta: 
             registry.register(EchoHandler())
         with pytest.raises(InvalidInput, match="meta"):
             submit_task(ECHO, {"id": 1}, meta=meta)
+
+
+@given(value=payloads)
+@settings(max_examples=EXAMPLES, deadline=None)
+def test_anything_can_be_stored_as_a_dead_letter(value: Any) -> None:
+    """The dead-letter representation never fails: strict JSON, no NUL, valid UTF-8."""
+    stored = keeps_contract(lambda: storable(value)).value
+    text = json.dumps(stored, allow_nan=False, ensure_ascii=False)
+    assert "\x00" not in text
+    text.encode("utf-8")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import sluice.settings as settings_module
 from sluice.errors import ConfigurationError
 from sluice.settings import CDN_POLICY_TYPES, load_settings
+from tests.conftest import run_sluice, service_env
 from tests.robustness.contract import EXAMPLES, keeps_contract
 from tests.robustness.strategies import any_text
 
@@ -143,3 +144,19 @@ def test_a_bad_url_never_shows_its_password(name: str, value: str) -> None:
         assert outcome.error is not None, f"{name}={value} was accepted"
     if outcome.error is not None:
         assert "TopSecretPW1" not in str(outcome.error) and "Secret" not in str(outcome.error)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("SLUICE_CACHE_L2_TIMEOUT", "-1"), ("SLUICE_RATE_LIMITS", "bad")]
+)
+def test_sluice_analyze_refuses_a_bad_setting_before_running_anything(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """Before: accepted, then every file retried six times and dead-lettered (60 s, DLQ entries)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.py").write_text("x = 1\n")
+    done = run_sluice("analyze", str(tree), env=service_env(tmp_path, **{name: value}))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"Error: {name}") and "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was created
