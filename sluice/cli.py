@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 import click
@@ -185,16 +185,27 @@ def show_config() -> None:
     from sluice.redaction import redact
     from sluice.settings import get_settings, load_secrets
 
-    settings = get_settings()
     table = Table(show_header=False)
-    for item in fields(settings):
-        value = getattr(settings, item.name)
-        if item.name == "ai_api_key":
+    for name, value, secret in _setting_rows(get_settings()):
+        if secret:
             shown = "(set)" if value else "(not set)"
         else:
             shown = redact(str(value), load_secrets())
-        table.add_row(item.name, escape(shown))
+        table.add_row(name, escape(shown))
     console.print(table)
+
+
+def _setting_rows(settings: Any, prefix: str = "") -> list[tuple[str, Any, bool]]:
+    """``(name, value, is_secret)`` per setting; a nested section (``cdn``) as ``cdn.<name>``."""
+    rows: list[tuple[str, Any, bool]] = []
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        if is_dataclass(value):
+            rows += _setting_rows(value, f"{prefix}{item.name}.")
+        else:
+            # Fields kept out of repr are the secrets (API keys, tokens).
+            rows.append((prefix + item.name, value, not item.repr))
+    return rows
 
 
 def _register_subcommands() -> None:
