@@ -186,11 +186,9 @@ def show_config() -> None:
     from sluice.settings import get_settings, load_secrets
 
     table = Table(show_header=False)
+    secrets = load_secrets()
     for name, value, secret in _setting_rows(get_settings()):
-        if secret:
-            shown = "(set)" if value else "(not set)"
-        else:
-            shown = redact(str(value), load_secrets())
+        shown = ("(set)" if value else "(not set)") if secret else redact(str(value), secrets)
         table.add_row(name, escape(shown))
     console.print(table)
 
