@@ -26,6 +26,7 @@ MAX_DEPTH = 100
 #: How a non-finite float is stored (as text) in the dead-letter table.
 NON_FINITE_TEXT = {math.inf: "Infinity", -math.inf: "-Infinity"}
 _SCALARS = (str, int, float, bool, type(None))
+_CONTAINERS = (dict, list, tuple)
 _MAX_INT_BITS = 14_000
 
 
@@ -59,16 +60,52 @@ def check_json_object(value: Any, what: str = "payload", max_bytes: int | None =
     return its encoded size in bytes (checked against ``max_bytes`` when given)."""
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be a dict (a JSON object), got {type(value).__name__}")
-    nodes = 0
+    # The fast path is C: the encoder refuses NaN, infinities, foreign types, cycles and (with a
+    # RecursionError) extreme depth; encoding as UTF-8 refuses lone surrogates. What it would change
+    # silently (non-string keys) or carry but a worker could not (depth) is left to a walk over the
+    # containers only. Only a refused payload is walked in full, to name what is wrong and where.
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        size = len(text.encode("utf-8"))
+        fits = _containers_fit(value)
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        _explain(value, what)
+        raise InvalidInput(f"{what} cannot be written as JSON: {exc}") from None
+    if not fits:
+        _explain(value, what)
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidInput(
+            f"{what} is {size} bytes, over the {max_bytes}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"
+        )
+    return size
+
+
+def _containers_fit(value: dict[Any, Any]) -> bool:
+    """Whether every dict has string keys and nothing nests deeper than :data:`MAX_DEPTH`."""
+    # Level by level, with plain loops: this runs on every submission, so it is kept lean.
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        children: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                for key in node:
+                    if not isinstance(key, str):
+                        return False
+                node = node.values()
+            for child in node:
+                if isinstance(child, _CONTAINERS):
+                    children.append(child)
+        if not children:
+            return True
+        level = children
+    return False
+
+
+def _explain(value: Any, what: str) -> None:
+    """Raise :class:`InvalidInput` naming the first thing in ``value`` that is not carried as is."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
         node, path = stack.pop()
-        nodes += 1
-        if max_bytes is not None and nodes > max_bytes:  # every node is at least one byte of JSON
-            raise InvalidInput(
-                f"{what} has over {max_bytes} values, over the {max_bytes}-byte limit "
-                "(SLUICE_MAX_PAYLOAD_BYTES)"
-            )
         if isinstance(node, dict | list | tuple):
             if len(path) >= MAX_DEPTH:
                 raise InvalidInput(
@@ -93,15 +130,6 @@ def check_json_object(value: Any, what: str = "payload", max_bytes: int | None =
                 f"{what}{_where(path)} is a {type(node).__name__}, which is not "
                 "JSON-serialisable; send strings, numbers, booleans, null, lists and dicts only"
             )
-    try:
-        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
-    except ValueError as exc:  # an integer too long to write as decimal digits
-        raise InvalidInput(f"{what} cannot be written as JSON: {exc}") from None
-    if max_bytes is not None and size > max_bytes:
-        raise InvalidInput(
-            f"{what} is {size} bytes, over the {max_bytes}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"
-        )
-    return size
 
 
 def storable(value: Any, depth: int = MAX_DEPTH) -> Any:
