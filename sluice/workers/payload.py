@@ -73,6 +73,7 @@ def check_json_object(value: Any, what: str = "payload", max_bytes: int | None =
         raise InvalidInput(f"{what} cannot be written as JSON: {exc}") from None
     if not fits:
         _explain(value, what)
+        raise InvalidInput(f"{what} has a non-string key or nests over {MAX_DEPTH} levels")
     if max_bytes is not None and size > max_bytes:
         raise InvalidInput(
             f"{what} is {size} bytes, over the {max_bytes}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"

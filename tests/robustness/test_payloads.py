@@ -87,7 +87,7 @@ def test_each_reported_payload_is_invalid_input(payload: dict[Any, Any]) -> None
 
 
 def test_the_deepest_accepted_payload_is_accepted() -> None:
-    check_payload(nested(MAX_DEPTH - 1))
+    check_payload(nested(MAX_DEPTH))
 
 
 @pytest.fixture(scope="module")
