@@ -91,6 +91,7 @@ class InvalidationQueue:
             # meanwhile may have new content the earlier purge reached the edge before, so it is
             # purged again. Without this, a directory collapsed to "dir/*" was purged per batch.
             older = self.store.length(QUEUE_KEY)
+            stale: list[str] = []  # what this flush purged, widened as the provider widens
             while not result.error:
                 items = self.store.pop_many(QUEUE_KEY, self.batch)
                 if not items:
@@ -99,8 +100,10 @@ class InvalidationQueue:
                 # Unmark before purging: a path queued again during the purge must queue anew,
                 # because this purge may reach the edge before the new content is deployed.
                 self.store.delete(*{_marker(p) for p in items})
-                fresh = [p for p in items[:older] if not is_covered(p, result.purged)]
+                fresh = [p for p in items[:older] if not is_covered(p, stale)]
+                done = len(result.purged)
                 self._flush_batch(provider, fresh + items[older:], result)
+                stale += provider.purged_by(result.purged[done:])
                 older = max(0, older - len(items))
                 self.store.delete(IN_FLIGHT_KEY)
         finally:
