@@ -232,7 +232,7 @@ def test_root_nginx_would_expand_is_refused_by_generator_and_settings(
     from sluice.settings import load_cdn_settings
 
     root = tmp_path / name
-    with pytest.raises(InvalidInput, match="nginx configuration|not a usable path"):
+    with pytest.raises(InvalidInput, match=r"nginx configuration|not a usable path"):
         render_server_config(NginxOptions(root=root))
     with pytest.raises(ConfigurationError, match="SLUICE_CDN_STATIC_ROOT"):
         load_cdn_settings({"SLUICE_CDN_STATIC_ROOT": str(root)})
