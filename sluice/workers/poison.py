@@ -13,8 +13,10 @@ The cure is at the decoder. Importing this module replaces kombu's ``application
 :func:`decode_json`, which refuses a body nested deeper than :data:`MAX_MESSAGE_DEPTH` (far below
 what pickling survives, far above any real task) with a ``DecodeError``. The worker's consumer,
 :class:`PoisonSafeConsumer` (``worker_consumer`` in ``celeryconfig``), turns every decode error into
-a dead-letter entry holding the raw body, then acknowledges the message. Nothing else changes:
-encoding is kombu's own, and every well-formed message decodes exactly as before.
+a dead-letter entry holding the raw body, then acknowledges the message; messages Celery would
+reject and forget (a refused content type such as pickle, a body that is no task message) are
+dead-lettered raw too before Celery rejects them. Nothing else changes: encoding is kombu's own,
+and every well-formed message decodes exactly as before.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ log = logging.getLogger(__name__)
 #: The deepest message body a worker decodes: a payload's own :data:`MAX_DEPTH` plus Celery's
 #: envelope (args, kwargs, embedded canvas) with room to spare.
 MAX_MESSAGE_DEPTH = 2 * MAX_DEPTH
-#: The error recorded with a dead-lettered undecodable message.
-UNDECODABLE = "undecodable message"
+#: The error recorded with a dead-lettered message a worker could not run.
+UNUSABLE = "unusable message"
 
 
 def nesting_depth(value: Any, limit: int) -> int:
@@ -90,7 +92,7 @@ def _raw_text(body: Any) -> str:
 
 
 def dead_letter_raw(message: Any, exc: BaseException) -> int:
-    """Record an undecodable message, raw, in the dead-letter table; returns its entry id."""
+    """Record a message a worker cannot run, raw, in the dead-letter table; returns its entry id."""
     from sluice.workers.deadletter import DeadLetterQueue
 
     headers = message.headers if isinstance(message.headers, dict) else {}
@@ -98,14 +100,14 @@ def dead_letter_raw(message: Any, exc: BaseException) -> int:
     priority = message.properties.get("priority") if isinstance(message.properties, dict) else None
     return DeadLetterQueue().add(
         task_id=str(headers.get("id") or message.properties.get("correlation_id") or "unknown"),
-        task_name=str(headers.get("task") or UNDECODABLE),
+        task_name=str(headers.get("task") or UNUSABLE),
         payload={
             "raw_body": _raw_text(message.body),
             "content_type": str(message.content_type),
             "content_encoding": str(message.content_encoding),
             "headers": headers,
         },
-        error=f"{UNDECODABLE}: {type(exc).__name__}: {exc}",
+        error=f"{UNUSABLE}: {type(exc).__name__}: {exc}",
         queue=str(delivery.get("routing_key") or "unknown"),
         priority=priority if isinstance(priority, int) else 0,
         attempts=0,
@@ -113,21 +115,33 @@ def dead_letter_raw(message: Any, exc: BaseException) -> int:
 
 
 class PoisonSafeConsumer(Consumer):
-    """Celery's consumer, dead-lettering a message it cannot decode instead of dropping it."""
+    """Celery's consumer, dead-lettering every message it cannot run instead of dropping it: one it
+    cannot decode, one of a refused content type (pickle), one that is not a task message."""
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        try:
-            entry = dead_letter_raw(message, exc)
-        except Exception as store_error:
-            # Not acknowledged: the broker redelivers it later (Redis after the visibility
-            # timeout, RabbitMQ when the channel closes), when the table may be reachable again.
-            log.critical(
-                "undecodable message could not be dead-lettered (%s); left unacknowledged",
-                store_error,
-            )
-            return
-        log.error("undecodable message dead-lettered as #%d: %s", entry, exc)
-        message.ack()
+        if _try_dead_letter(message, exc):
+            message.ack()
+        # else not acknowledged: the broker redelivers it later (Redis after the visibility
+        # timeout, RabbitMQ when the channel closes), when the table may be reachable again.
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _try_dead_letter(message, exc)
+        super().on_invalid_task(body, message, exc)  # logged and rejected, as Celery does
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _try_dead_letter(message, ValueError("not a Celery task message (no task header)"))
+        super().on_unknown_message(body, message)
+
+
+def _try_dead_letter(message: Any, exc: BaseException) -> bool:
+    """Dead-letter ``message`` raw; False (logged) if even that failed."""
+    try:
+        entry = dead_letter_raw(message, exc)
+    except Exception as store_error:
+        log.critical("unusable message could not be dead-lettered: %s (%s)", exc, store_error)
+        return False
+    log.error("unusable message dead-lettered as #%d: %s", entry, exc)
+    return True
 
 
 install_json_decoder()

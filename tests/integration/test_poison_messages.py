@@ -8,6 +8,7 @@ must stay up, and an ordinary task queued behind them must complete.
 from __future__ import annotations
 
 import json
+import pickle
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from celery import Celery
 from kombu import Connection, Exchange, Queue
 
 from sluice.workers.deadletter import DeadLetterQueue
-from sluice.workers.poison import UNDECODABLE
+from sluice.workers.payload import storable_text
+from sluice.workers.poison import UNUSABLE
 from tests.conftest import WorkerProcess, run_sluice, service_env
 from tests.worker_fixtures import wait_for
 
@@ -36,11 +38,16 @@ def _body(name: str, payload_json: str) -> str:
     return f'[[{json.dumps(name)}, {payload_json}, {{"priority": 5}}], {{}}, {json.dumps(EMBED)}]'
 
 
-def _publish(broker_url: str, body: str | bytes, task: str = "sluice.run_handler") -> str:
+def _publish(
+    broker_url: str,
+    body: str | bytes,
+    task: str | None = "sluice.run_handler",
+    content_type: str = "application/json",
+) -> str:
     task_id = str(uuid.uuid4())
     headers = {
         "lang": "py",
-        "task": task,
+        **({"task": task} if task else {}),
         "id": task_id,
         "root_id": task_id,
         "parent_id": None,
@@ -61,8 +68,8 @@ def _publish(broker_url: str, body: str | bytes, task: str = "sluice.run_handler
             routing_key="normal",
             declare=[queue],
             headers=headers,
-            content_type="application/json",
-            content_encoding="utf-8",
+            content_type=content_type,
+            content_encoding="binary" if "python" in content_type else "utf-8",
             serializer=None,
             priority=5,
             correlation_id=task_id,
@@ -104,6 +111,13 @@ def test_poison_messages_are_dead_lettered_raw_and_the_worker_keeps_serving(
         "truncated": _body("t_record", _nested(3))[:-5],
     }
     ids = {what: _publish(redis_broker_url, body) for what, body in poison.items()}
+    # Refused content type (pickle: never loaded), and a JSON body with no task header.
+    poison["pickle"] = pickle.dumps(["t_record", {"id": "pickled"}, {}])
+    ids["pickle"] = _publish(
+        redis_broker_url, poison["pickle"], content_type="application/x-python-serialize"
+    )
+    poison["no task"] = '{"hello": "world"}'
+    ids["no task"] = _publish(redis_broker_url, poison["no task"], task=None)
     # PostgreSQL's JSON has no NaN: the failing task's dead letter must still be written, once.
     nan_id = _publish(redis_broker_url, _body("t_poison", '{"id": "nan", "x": NaN}'))
     after_id = _publish(redis_broker_url, _body("t_record", '{"id": "after", "label": "after"}'))
@@ -127,10 +141,11 @@ def test_poison_messages_are_dead_lettered_raw_and_the_worker_keeps_serving(
     assert "RecursionError" not in log and "Unrecoverable error" not in log
     for what, task_id in ids.items():
         entry = entries[task_id]
-        assert entry["error"].startswith(UNDECODABLE), what
+        assert entry["error"].startswith(UNUSABLE), what
         raw = poison[what]
         raw_text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
-        assert entry["payload"]["raw_body"] == raw_text, what  # kept whole, for inspection
+        # kept whole for inspection (NUL escaped: a database text refuses it)
+        assert entry["payload"]["raw_body"] == storable_text(raw_text), what
     nan_entry = entries[nan_id]
     assert nan_entry["task_name"] == "t_poison" and nan_entry["payload"] == {
         "id": "nan",
