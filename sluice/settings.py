@@ -85,6 +85,8 @@ class Settings:
     async_processing_enabled: bool = True
     query_cache_enabled: bool = True
     cdn_compression_enabled: bool = True
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
     log_format: str = "text"
     rate_limits: tuple[RateLimitSpec, ...] = ()
     #: ``CacheConfig`` fields overridden by ``SLUICE_CACHE_*`` (see :func:`load_cache_options`).
@@ -590,11 +592,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         async_processing_enabled=env_flag(env, "ASYNC_PROCESSING_ENABLED", True),
         query_cache_enabled=env_flag(env, "QUERY_CACHE_ENABLED", True),
         cdn_compression_enabled=cdn_compression_enabled,
+        serve_host=env_str(env, "SLUICE_SERVE_HOST", "127.0.0.1"),
+        serve_port=_port(env, "SLUICE_SERVE_PORT", 8000),
         log_format=load_log_format(env),
         rate_limits=load_rate_limits(env),
         cache_options=MappingProxyType(load_cache_options(env)),
         cdn=load_cdn_settings(env, cdn_compression_enabled),
     )
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = env_number(env, name, default, int, 0)
+    if port > 65535:
+        raise ConfigurationError(f"{name}={env[name]!r} is above the highest port, 65535")
+    return port
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
