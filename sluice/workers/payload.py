@@ -67,11 +67,11 @@ def check_json_object(value: Any, what: str = "payload", max_bytes: int | None =
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
         size = len(text.encode("utf-8"))
-        fits = _containers_fit(value)
+        carried = fits(value)
     except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
         _explain(value, what)
         raise InvalidInput(f"{what} cannot be written as JSON: {exc}") from None
-    if not fits:
+    if not carried:
         _explain(value, what)
         raise InvalidInput(f"{what} has a non-string key or nests over {MAX_DEPTH} levels")
     if max_bytes is not None and size > max_bytes:
@@ -81,11 +81,13 @@ def check_json_object(value: Any, what: str = "payload", max_bytes: int | None =
     return size
 
 
-def _containers_fit(value: dict[Any, Any]) -> bool:
-    """Whether every dict has string keys and nothing nests deeper than :data:`MAX_DEPTH`."""
-    # Level by level, with plain loops: this runs on every submission, so it is kept lean.
+def fits(value: Any, max_depth: int = MAX_DEPTH) -> bool:
+    """Whether every dict in ``value`` has string keys and no list or dict is nested more than
+    ``max_depth`` levels deep (``value`` itself, if a container, is level 1)."""
+    # Level by level, with plain loops: this runs on every submission and every message a
+    # worker decodes, so it is kept lean.
     level: list[Any] = [value]
-    for _ in range(MAX_DEPTH):
+    for _ in range(max_depth):
         children: list[Any] = []
         for node in level:
             if isinstance(node, dict):
@@ -93,6 +95,8 @@ def _containers_fit(value: dict[Any, Any]) -> bool:
                     if not isinstance(key, str):
                         return False
                 node = node.values()
+            elif not isinstance(node, list | tuple):
+                continue
             for child in node:
                 if isinstance(child, _CONTAINERS):
                     children.append(child)

@@ -29,7 +29,7 @@ from kombu.exceptions import DecodeError
 from kombu.serialization import registry
 from kombu.utils import json as kombu_json
 
-from sluice.workers.payload import MAX_DEPTH
+from sluice.workers.payload import MAX_DEPTH, fits
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +38,6 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_DEPTH = 2 * MAX_DEPTH
 #: The error recorded with a dead-lettered message a worker could not run.
 UNUSABLE = "unusable message"
-
-
-def nesting_depth(value: Any, limit: int) -> int:
-    """How deeply ``value`` nests lists and dicts, counting no further than ``limit + 1``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            depth += 1
-            deepest = max(deepest, depth)
-            if depth > limit:
-                return depth
-            stack.extend(
-                (item, depth) for item in (node.values() if isinstance(node, dict) else node)
-            )
-    return deepest
 
 
 def decode_json(body: Any) -> Any:
@@ -66,7 +49,7 @@ def decode_json(body: Any) -> Any:
     # Counting brackets is C-fast and bounds the depth: most messages need no walk at all.
     raw = body.encode() if isinstance(body, str) else bytes(body)
     brackets = raw.count(b"[") + raw.count(b"{")
-    if brackets > MAX_MESSAGE_DEPTH and nesting_depth(value, MAX_MESSAGE_DEPTH) > MAX_MESSAGE_DEPTH:
+    if brackets > MAX_MESSAGE_DEPTH and not fits(value, MAX_MESSAGE_DEPTH):
         raise DecodeError(f"message body is nested more than {MAX_MESSAGE_DEPTH} levels deep")
     return value
 

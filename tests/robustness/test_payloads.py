@@ -17,8 +17,7 @@ from kombu.serialization import dumps
 
 from sluice.errors import InvalidInput, TaskFailed
 from sluice.workers import DeadLetterQueue, TaskHandler, registry, submit_task
-from sluice.workers.payload import MAX_DEPTH, storable
-from sluice.workers.poison import nesting_depth
+from sluice.workers.payload import MAX_DEPTH, fits, storable
 from sluice.workers.submit import check_payload
 from tests.robustness.contract import EXAMPLES, keeps_contract
 from tests.robustness.strategies import nested, payloads, plain
@@ -50,7 +49,7 @@ def test_check_payload_refuses_or_accepts_what_every_hop_carries_unchanged(paylo
         return
     text = json.dumps(payload, allow_nan=False)  # strict JSON: no NaN, no infinity
     assert json.loads(text) == plain(payload)  # no key merged, nothing changed
-    assert nesting_depth(payload, MAX_DEPTH) <= MAX_DEPTH
+    assert fits(payload, MAX_DEPTH)
     dumps(["name", payload, {}], serializer="json")  # and the broker's encoder takes it
 
 
