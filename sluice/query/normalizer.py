@@ -117,7 +117,9 @@ class QueryShape:
         statement that is not evidently read-only, ``COMMIT PREPARED``).
     :ivar ends_transaction: ``commit`` or ``rollback`` when the statement itself ends the
         transaction (``COMMIT`` sent as SQL); ``PREPARE TRANSACTION`` counts as a rollback here
-        (the connection leaves the transaction; ``COMMIT PREPARED`` invalidates everything).
+        (the connection leaves the transaction; ``COMMIT PREPARED`` invalidates everything);
+        ``release`` for ``RELEASE SAVEPOINT``, which on SQLite commits when the savepoint is the
+        outermost one.
     """
 
     fingerprint: str
@@ -402,6 +404,8 @@ def _fallback(sql: str) -> QueryShape:
         ends = "commit"
     elif first in {"rollback", "abort"} and second not in {"to", "prepared"}:
         ends = "rollback"
+    elif first == "release":
+        ends = "release"
     elif first == "prepare" and second == "transaction":
         ends, writes = "rollback", False  # the transaction leaves this connection
     return QueryShape(

@@ -155,7 +155,14 @@ class WriteTracker:
             with self._lock:
                 self._pending.setdefault(_dbapi_id(dbapi_connection), set()).update(fields)
             self._bump(fields)
-        if shape.ends_transaction is not None:
+        if shape.ends_transaction == "release":
+            # SQLite commits when the outermost savepoint is released (and SAVEPOINT may have
+            # opened the transaction): what was written so far may be visible now.
+            with self._lock:
+                written = set(self._pending.get(_dbapi_id(dbapi_connection), ()))
+            if written:
+                self._bump(written)
+        elif shape.ends_transaction is not None:
             self._on_transaction_end(dbapi_connection, shape.ends_transaction == "commit")
 
     def _on_transaction_end(self, dbapi_connection: Any, committed: bool) -> None:
