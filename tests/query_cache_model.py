@@ -133,7 +133,7 @@ POSTGRES = Dialect(
         ),
         Statement(
             "function writes audit", "SELECT log_note(:b) AS done", lambda a, b: {"b": f"f{b}"}
-        ),  # fmt: skip
+        ),
         Statement("procedure writes audit", "CALL add_note(:b)", lambda a, b: {"b": f"c{b}"}),
         Statement(
             "data-modifying CTE",
@@ -152,24 +152,22 @@ POSTGRES = Dialect(
             " WHEN NOT MATCHED THEN INSERT (id, name) VALUES (s.id, s.name)",
             lambda a, b: {"a": a, "b": f"m{b}"},
         ),
-        Statement(
-            "COPY FROM", "COPY audit (note) FROM PROGRAM 'echo copied'", lambda a, b: {}
-        ),  # fmt: skip
+        Statement("COPY FROM", "COPY audit (note) FROM PROGRAM 'echo copied'", lambda a, b: {}),
         Statement(
             "insert through partitioned parent",
             "INSERT INTO measure (id, region, v) VALUES (:a, 'eu', :b)",
-        ),  # fmt: skip
+        ),
         Statement("update one partition", "UPDATE measure_eu SET v = :b WHERE id = :a"),
         Statement("insert inheritance child", "INSERT INTO special_items (id, v) VALUES (:a, :b)"),
         Statement(
             "TRUNCATE ... CASCADE", "TRUNCATE parent CASCADE", lambda a, b: {}, in_transaction=False
-        ),  # fmt: skip
+        ),
         Statement(
             "REFRESH MATERIALIZED VIEW",
             "REFRESH MATERIALIZED VIEW parent_names",
             lambda a, b: {},
             in_transaction=False,
-        ),  # fmt: skip
+        ),
     ],
     reset=[
         "TRUNCATE parent, child, audit, tracked, measure, base_items CASCADE",
@@ -242,7 +240,7 @@ SQLITE = Dialect(
             "SELECT log_note(:b) AS done",
             lambda a, b: {"b": f"f{b}"},
             in_transaction=False,
-        ),  # fmt: skip
+        ),
         Statement(
             "INSERT ... SELECT",
             "INSERT INTO audit (note) SELECT name FROM parent WHERE id = :a",
@@ -252,7 +250,7 @@ SQLITE = Dialect(
             "delete every parent (SQLite's TRUNCATE, cascading)",
             "DELETE FROM parent",
             lambda a, b: {},
-        ),  # fmt: skip
+        ),
     ],
     reset=[
         "DELETE FROM child",
@@ -317,7 +315,7 @@ def operations(dialect: Dialect) -> st.SearchStrategy[list[Op]]:
                 "rollback",
                 "outside_read",
             ]
-        ),  # fmt: skip
+        ),
         st.integers(0, len(dialect.reads) - 1),
         keys,
     )
@@ -421,6 +419,12 @@ def every_write_form(dialect: Dialect) -> Iterator[list[Op]]:
     for index in range(len(dialect.writes)):
         write = Op("write", index, 1, 2)
         yield [*reads, write, *reads]
-        yield [*reads, Op("begin"), write, *reads,
-               *[Op("outside_read", i, 1) for i in range(len(dialect.reads))], Op("commit"),
-               *reads]  # fmt: skip
+        yield [
+            *reads,
+            Op("begin"),
+            write,
+            *reads,
+            *[Op("outside_read", i, 1) for i in range(len(dialect.reads))],
+            Op("commit"),
+            *reads,
+        ]

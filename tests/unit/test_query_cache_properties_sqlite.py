@@ -1,7 +1,6 @@
 """The query-cache property on SQLite: a cached read always equals the same read uncached."""
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
