@@ -287,7 +287,9 @@ def install_sqlite_writing_function(engine: Engine, database: str) -> None:
 @dataclass(frozen=True)
 class Op:
     """One step: ``kind`` is read, write, begin, savepoint, rollback_savepoint, release, commit,
-    rollback or outside_read; ``via_engine`` sends a write through the plain hooked engine."""
+    rollback, outside_read (every read, not on the open transaction) or sweep (every read);
+    ``via_engine``
+    sends a write through the plain hooked engine."""
 
     kind: str
     index: int = 0
@@ -319,7 +321,10 @@ def operations(dialect: Dialect) -> st.SearchStrategy[list[Op]]:
         st.integers(0, len(dialect.reads) - 1),
         keys,
     )
-    return st.lists(st.one_of(read, read, write, write, control), min_size=1, max_size=25)
+    sweep = st.just(Op("sweep"))
+    return st.lists(
+        st.one_of(read, read, write, write, write, control, sweep), min_size=1, max_size=25
+    )
 
 
 class Runner:
@@ -342,14 +347,20 @@ class Runner:
                 conn.exec_driver_sql(sql)
 
     def run(self, ops: list[Op]) -> None:
+        """Warm the cache with every read, run ``ops``, commit, and check every read again."""
         try:
+            self.sweep()
             for op in ops:
                 self.step(op)
             self.finish(commit=True)
-            for index in range(len(self.dialect.reads)):
-                self.check(Op("read", index), None)
+            self.sweep()
         finally:
             self.finish(commit=False)
+
+    def sweep(self, conn: Connection | None = None) -> None:
+        for index in range(len(self.dialect.reads)):
+            for a in (1, 2):
+                self.check(Op("read", index, a), conn)
 
     def step(self, op: Op) -> None:
         if op.kind == "begin" and self.conn is None:
@@ -363,7 +374,9 @@ class Runner:
         elif op.kind in {"commit", "rollback"}:
             self.finish(commit=op.kind == "commit")
         elif op.kind == "outside_read":
-            self.check(Op("read", op.index, op.a, op.b), None)
+            self.sweep(None)
+        elif op.kind == "sweep":
+            self.sweep(self.conn)
         elif op.kind == "read":
             self.check(op, self.conn)
         elif op.kind == "write":
@@ -412,19 +425,24 @@ class Runner:
         self.checked += 1
 
 
-def every_write_form(dialect: Dialect) -> Iterator[list[Op]]:
-    """One deterministic sequence per write: read everything, write, read everything, in and
-    out of a transaction (the CI guarantee that each form is exercised, whatever hypothesis draws)."""
-    reads = [Op("read", i, 1, 1) for i in range(len(dialect.reads))]
-    for index in range(len(dialect.writes)):
+def every_write_form(dialect: Dialect) -> Iterator[Any]:
+    """Deterministic sequences, one set per write form, as ``pytest.param`` with readable ids:
+    the write alone, inside a transaction read from outside before the commit, and between
+    savepoints that are released or rolled back (the CI guarantee that each form is exercised
+    whatever hypothesis draws). Every sequence starts and ends with every read."""
+    import pytest
+
+    for index, statement in enumerate(dialect.writes):
         write = Op("write", index, 1, 2)
-        yield [*reads, write, *reads]
-        yield [
-            *reads,
-            Op("begin"),
-            write,
-            *reads,
-            *[Op("outside_read", i, 1) for i in range(len(dialect.reads))],
-            Op("commit"),
-            *reads,
-        ]
+        via_engine = Op("write", index, 1, 2, via_engine=True)
+        shapes = {
+            "autocommit": [write],
+            "engine": [via_engine],
+            "transaction": [Op("begin"), write, Op("sweep"), Op("outside_read"), Op("commit")],
+            "released savepoint": [Op("begin"), Op("savepoint"), via_engine, Op("outside_read"),
+                                   Op("release"), Op("outside_read"), Op("rollback")],
+            "rolled-back savepoint": [Op("begin"), Op("savepoint"), write, Op("outside_read"),
+                                      Op("rollback_savepoint"), Op("sweep"), Op("commit")],
+        }  # fmt: skip
+        for shape, ops in shapes.items():
+            yield pytest.param(ops, id=f"{statement.name} / {shape}")
