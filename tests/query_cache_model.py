@@ -71,6 +71,8 @@ POSTGRES = Dialect(
         " parent_id int REFERENCES parent (id) ON DELETE CASCADE ON UPDATE CASCADE, val int)",
         "CREATE TABLE audit (id serial PRIMARY KEY, note text)",
         "CREATE TABLE tracked (id int PRIMARY KEY, v int)",
+        # NO ACTION: only TRUNCATE ... CASCADE reaches it (its parent row 9 is never written).
+        "CREATE TABLE pinned (id int PRIMARY KEY, parent_id int REFERENCES parent (id))",
         "CREATE VIEW child_view AS"
         " SELECT c.id, c.val, p.name FROM child c JOIN parent p ON p.id = c.parent_id",
         "CREATE VIEW child_simple AS SELECT id, val FROM child",
@@ -92,6 +94,7 @@ POSTGRES = Dialect(
     reads=[
         *_COMMON_READS,
         Statement("matview", "SELECT name FROM parent_names ORDER BY name"),
+        Statement("referencing table (NO ACTION)", "SELECT id, parent_id FROM pinned ORDER BY id"),
         Statement("partitioned parent", "SELECT id, region, v FROM measure ORDER BY id, region"),
         Statement("one partition", "SELECT id, v FROM measure_eu ORDER BY id"),
         Statement("inheritance parent", "SELECT id, v FROM base_items ORDER BY id, v"),
@@ -136,6 +139,11 @@ POSTGRES = Dialect(
         ),
         Statement("procedure writes audit", "CALL add_note(:b)", lambda a, b: {"b": f"c{b}"}),
         Statement(
+            "DO block (unparsed) writes audit",
+            "DO $$ BEGIN INSERT INTO audit (note) VALUES ('do'); END $$",
+            lambda a, b: {},
+        ),
+        Statement(
             "data-modifying CTE",
             "WITH d AS (DELETE FROM child WHERE id = :a RETURNING id) SELECT count(*) FROM d",
             lambda a, b: {"a": a},
@@ -170,9 +178,10 @@ POSTGRES = Dialect(
         ),
     ],
     reset=[
-        "TRUNCATE parent, child, audit, tracked, measure, base_items CASCADE",
-        "INSERT INTO parent (id, name) VALUES (1, 'one'), (2, 'two')",
+        "TRUNCATE parent, child, audit, tracked, pinned, measure, base_items CASCADE",
+        "INSERT INTO parent (id, name) VALUES (1, 'one'), (2, 'two'), (9, 'nine')",
         "INSERT INTO child (id, parent_id, val) VALUES (10, 1, 1), (20, 2, 2)",
+        "INSERT INTO pinned (id, parent_id) VALUES (1, 9)",
         "REFRESH MATERIALIZED VIEW parent_names",
     ],
 )
@@ -240,6 +249,11 @@ SQLITE = Dialect(
             "SELECT log_note(:b) AS done",
             lambda a, b: {"b": f"f{b}"},
             in_transaction=False,
+        ),
+        Statement(
+            "UPDATE OR ROLLBACK (unparsed)",
+            "UPDATE OR ROLLBACK parent SET name = :b WHERE id = :a",
+            lambda a, b: {"a": a, "b": f"o{b}"},
         ),
         Statement(
             "INSERT ... SELECT",

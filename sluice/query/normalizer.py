@@ -355,6 +355,8 @@ def _table_name(table: exp.Table) -> str:
 
 
 def _is_volatile(statement: exp.Expression) -> bool:
+    if any(statement.find_all(exp.TableSample)):  # a random sample of rows
+        return True
     for node in statement.find_all(exp.Func, exp.Literal):
         if isinstance(node, exp.Literal):
             # 'now'::timestamp and datetime('now') read the clock through a string.
