@@ -97,7 +97,7 @@ class WriteTracker:
             if current is not None and current.generation == generation:
                 return current
             try:
-                current = self._load(generation, connection)
+                current = self.read_dependency_map(generation, connection)
             except (SQLAlchemyError, SluiceError, OSError) as exc:
                 log.warning("could not read the dependency map, caching nothing: %s", exc)
                 return None
@@ -105,7 +105,11 @@ class WriteTracker:
                 self._map, self.map_loads = current, self.map_loads + 1
             return current
 
-    def _load(self, generation: int, connection: Connection | None) -> DependencyMap | None:
+    def read_dependency_map(
+        self, generation: int = 0, connection: Connection | None = None
+    ) -> DependencyMap | None:
+        """Read the map from the catalog now (None for an in-memory SQLite database without
+        ``connection``); :meth:`dependencies` is the memoised way."""
         dialect = self.engine.dialect.name
         if self.explainer.available:
             with self.explainer.connection() as conn:
