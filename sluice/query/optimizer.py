@@ -30,6 +30,7 @@ from sluice.query.result_cache import CacheLookup, QueryResultCache, Rows
 from sluice.query.slow_queries import SlowQueryAnalyzer
 from sluice.query.snapshots import fresh_snapshot
 from sluice.query.tracking import WriteTracker
+from sluice.query.workload import WorkloadAnalyzer
 from sluice.settings import Settings, get_settings
 from sluice.store import Store, get_store
 
@@ -85,6 +86,9 @@ class QueryOptimizer:
         )
         self._slow_analyzer = SlowQueryAnalyzer(
             self.normalizer, self._explainer, self._index_analyzer, slow_threshold_ms
+        )
+        self._workload = WorkloadAnalyzer(
+            self._explainer, self.normalizer, self._index_analyzer, self._slow_analyzer
         )
         # Writes are tracked even with caching off here: other processes may have it on.
         self._tracker = WriteTracker(sync_engine, self.normalizer, self._cache, self._explainer)
@@ -242,6 +246,12 @@ class QueryOptimizer:
             "top_slow_queries": [s.as_dict() for s in self._slow_analyzer.slow_queries()[:top]],
             "index_recommendations": self._slow_analyzer.get_index_recommendations(),
         }
+
+    def get_workload_report(self, top: int = 10) -> dict[str, Any]:
+        """The whole database's statements ranked by total time, with index advice weighted by
+        the time it would save: from ``pg_stat_statements`` when the server has it, else (with a
+        ``note`` saying why) from what this process saw. See :mod:`sluice.query.workload`."""
+        return self._workload.report(top)
 
     def close(self) -> None:
         """Remove the engine hooks and the explainer's connections."""
