@@ -180,7 +180,7 @@ POSTGRES = Dialect(
     reset=[
         "TRUNCATE parent, child, audit, tracked, pinned, measure, base_items CASCADE",
         "INSERT INTO parent (id, name) VALUES (1, 'one'), (2, 'two'), (9, 'nine')",
-        "INSERT INTO child (id, parent_id, val) VALUES (10, 1, 1), (20, 2, 2)",
+        "INSERT INTO child (id, parent_id, val) VALUES (1, 1, 1), (3, 2, 2)",
         "INSERT INTO pinned (id, parent_id) VALUES (1, 9)",
         "REFRESH MATERIALIZED VIEW parent_names",
     ],
@@ -272,7 +272,7 @@ SQLITE = Dialect(
         "DELETE FROM audit",
         "DELETE FROM tracked",
         "INSERT INTO parent (id, name) VALUES (1, 'one'), (2, 'two')",
-        "INSERT INTO child (id, parent_id, val) VALUES (10, 1, 1), (20, 2, 2)",
+        "INSERT INTO child (id, parent_id, val) VALUES (1, 1, 1), (3, 2, 2)",
     ],
 )
 
@@ -448,6 +448,7 @@ def every_write_form(dialect: Dialect) -> Iterator[Any]:
     import pytest
 
     for index, statement in enumerate(dialect.writes):
+        # a = 1: parent 1 and child 1 exist; b = 2: no child 2 yet (reset inserts children 1, 3).
         write = Op("write", index, 1, 2)
         via_engine = Op("write", index, 1, 2, via_engine=True)
         shapes = {
