@@ -80,6 +80,10 @@ class DependencyMap:
                 return False
         return not any(self.may_write(f) for f in shape.functions)
 
+    def readers_of(self, relations: Iterable[str]) -> frozenset[str]:
+        """``relations`` and every view or materialized view reading them, transitively."""
+        return frozenset(_closure({relation_key(r) for r in relations}, self.readers))
+
     def invalidations(self, shape: QueryShape) -> frozenset[str]:
         """The version fields a statement of ``shape`` must bump (``{EPOCH}``: everything)."""
         if shape.writes_unknown or any(self.may_write(f) for f in shape.functions):

@@ -216,12 +216,20 @@ class QueryOptimizer:
     # -- invalidation ----------------------------------------------------------------------------
 
     async def invalidate_cache_for_table(self, table: str) -> None:
-        """Invalidate every cached result that read ``table``, in every process."""
-        await asyncio.to_thread(self._cache.invalidate_table, table)
+        """Invalidate every cached result that read ``table`` (or a view over it), in every
+        process."""
+        await asyncio.to_thread(self.invalidate_cache_for_table_sync, table)
 
     def invalidate_cache_for_table_sync(self, table: str) -> None:
         """The synchronous twin of :meth:`invalidate_cache_for_table`."""
-        self._cache.invalidate_table(table)
+        self._cache.invalidate_table(table)  # validates the name
+        try:
+            dependencies = self._tracker.dependencies(self._cache.versions())
+        except BackendUnavailable as exc:
+            log.warning("could not read table versions: %s", exc)
+            return
+        if dependencies is not None:
+            self._cache.bump(dependencies.readers_of([table]))
 
     async def invalidate_all(self) -> None:
         """Invalidate every cached result of this database, in every process."""

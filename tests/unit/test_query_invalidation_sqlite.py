@@ -227,3 +227,16 @@ def test_the_parse_memo_is_bounded_in_bytes() -> None:
     assert 0 < len(normalizer.cache) < 500
     huge = ByteBudgetCache(lambda key: key, lambda key, value: len(value), max_bytes=10)
     assert huge("x" * 100) == "x" * 100 and len(huge) == 0  # bigger than the budget: not kept
+
+
+def test_explicit_table_invalidation_reaches_views_over_it(
+    engine: Engine, optimizer: QueryOptimizer
+) -> None:
+    optimizer.execute_query_sync("CREATE VIEW item_names AS SELECT name FROM item")
+    for _ in range(2):
+        optimizer.execute_query_sync("SELECT name FROM item_names")
+    assert optimizer.cache.stats()["hits"] == 1
+    with engine.begin() as conn:  # outside the optimizer's hooks' reach: nothing invalidates
+        conn.connection.dbapi_connection.execute("UPDATE item SET name = 'raw' WHERE id = 1")
+    optimizer.invalidate_cache_for_table_sync("item")
+    assert optimizer.execute_query_sync("SELECT name FROM item_names")[0] == [{"name": "raw"}]
