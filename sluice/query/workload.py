@@ -33,8 +33,9 @@ _TOP_STATEMENTS = """
 SELECT s.queryid, s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.rows
 FROM pg_stat_statements s
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    -- utility statements and the probes of sluice itself are not the workload
     AND s.query !~* '^\\s*(begin|commit|rollback|set|show|savepoint|release|deallocate|prepare)'
-    AND s.query !~* 'pg_stat_statements|pg_catalog\\.|hypopg'
+    AND s.query !~* 'pg_stat_statements|pg_catalog\\.|pg_extension|hypopg|set_config\\('
 ORDER BY s.total_exec_time DESC
 LIMIT :limit
 """
