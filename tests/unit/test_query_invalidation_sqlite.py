@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sluice.db import build_engine
+from sluice.errors import InvalidInput
 from sluice.query import QueryNormalizer, QueryOptimizer
 from sluice.query.parse_cache import ByteBudgetCache
 from sluice.store import DiskStore
@@ -227,6 +228,19 @@ def test_the_parse_memo_is_bounded_in_bytes() -> None:
     assert 0 < len(normalizer.cache) < 500
     huge = ByteBudgetCache(lambda key: key, lambda key, value: len(value), max_bytes=10)
     assert huge("x" * 100) == "x" * 100 and len(huge) == 0  # bigger than the budget: not kept
+    with pytest.raises(InvalidInput, match="max_bytes must be a non-negative integer, got -1"):
+        ByteBudgetCache(lambda key: key, lambda key, value: 1, max_bytes=-1)
+
+
+def test_the_workload_report_refuses_a_bad_top_and_falls_back_on_sqlite(
+    optimizer: QueryOptimizer,
+) -> None:
+    with pytest.raises(InvalidInput, match="top must be a positive integer, got 0"):
+        optimizer.get_workload_report(top=0)
+    name(optimizer)
+    workload = optimizer.get_workload_report(top=3)
+    assert workload["source"] == "this process" and "sqlite" in workload["note"]
+    assert workload["statements"][0]["calls"] >= 1
 
 
 def test_explicit_table_invalidation_reaches_views_over_it(
