@@ -20,6 +20,7 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +87,24 @@ def recover_orphans(folder: str | os.PathLike[str]) -> int:
     return restored
 
 
-def outstanding(folder: str | os.PathLike[str], owner: str | None = None) -> int:
-    """Messages not yet acknowledged: queued ones plus claimed ones (only ``owner``'s if given)."""
+def outstanding(folder: str | os.PathLike[str], queues: Iterable[str] | None = None) -> int:
+    """Messages not yet acknowledged, queued or claimed (only those of ``queues`` if given)."""
     base = Path(folder)
+    wanted = None if queues is None else {f"{queue}.msg" for queue in queues}
+
+    def counted(name: str) -> bool:
+        queue_part = name.partition(".")[2]
+        return queue_part.endswith(".msg") and (wanted is None or queue_part in wanted)
+
     try:
-        queued = sum(1 for name in os.listdir(base) if name.endswith(".msg"))
+        queued = sum(1 for name in os.listdir(base) if counted(name))
     except FileNotFoundError:
         return 0
     try:
-        claimed = [n for n in os.listdir(base / INFLIGHT) if n.endswith(".msg")]
+        claimed = sum(1 for name in os.listdir(base / INFLIGHT) if counted(name.partition("-")[2]))
     except FileNotFoundError:
-        claimed = []
-    if owner is not None:
-        claimed = [n for n in claimed if n.startswith(f"{owner}-")]
-    return queued + len(claimed)
+        claimed = 0
+    return queued + claimed
 
 
 class Channel(filesystem.Channel):
