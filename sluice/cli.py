@@ -193,7 +193,9 @@ def analyze(
     summary_console.print(_summary_table(report))
     if report.failed:
         for file_path, error in report.failed:
-            err_console.print(Text("failed: ", style="red") + Text(printable(f"{file_path}: {error}")))
+            err_console.print(
+                Text("failed: ", style="red") + Text(printable(f"{file_path}: {error}"))
+            )
         sys.exit(1)
     if any(f["severity"] in failing for f in review.findings):
         sys.exit(EXIT_FINDINGS)
@@ -236,7 +238,9 @@ def _check_output_path(output: Path | None) -> None:
     if output.is_dir():
         raise InvalidInput(f"--output {str(output)!r} is a directory; name a file")
     if not output.parent.is_dir():
-        raise InvalidInput(f"--output {str(output)!r}: folder {str(output.parent)!r} does not exist")
+        raise InvalidInput(
+            f"--output {str(output)!r}: folder {str(output.parent)!r} does not exist"
+        )
 
 
 def _emit(review: Review, output_format: str, output: Path | None, max_findings: int) -> None:
@@ -269,7 +273,7 @@ def _document(review: Review, output_format: str) -> str:
     return json.dumps(to_sarif(review), indent=2, ensure_ascii=False)
 
 
-class _atomic_text:  # noqa: N801 - used as a context manager, like open()
+class _atomic_text:
     """A text file written under a temporary name and renamed into place when complete."""
 
     def __init__(self, path: Path) -> None:

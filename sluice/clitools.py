@@ -97,12 +97,13 @@ def printable(text: str, keep_newlines: bool = False) -> str:
 
 class SafeConsole(Console):
     """A rich console for text that may come from the code under review: no markup is parsed (a
-    ``[/x]`` in a file is just text) and control characters are shown as escapes. Style with
+    ``[/x]`` in a file is just text, ``:smile:`` is not an emoji) and control characters are shown
+    as escapes. Style with
     ``style=`` or :class:`rich.text.Text`, never with markup."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("highlight", False)
-        super().__init__(markup=False, **kwargs)
+        super().__init__(markup=False, emoji=False, **kwargs)
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         kwargs["markup"] = False

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from sluice.cache.ai_cache import get_ai_cache
 from sluice.cache.policy import CONTENT_TYPES
-from sluice.clitools import SluiceGroup
+from sluice.clitools import SafeConsole, SluiceGroup
 
-console = Console()
+console = SafeConsole()
 
 
 @click.group("cache", cls=SluiceGroup)

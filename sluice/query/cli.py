@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sluice.clitools import SafeConsole
 from sluice.errors import SluiceError
 
-console = Console()
+console = SafeConsole()
 
 
 @click.command("report")

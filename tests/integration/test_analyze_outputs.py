@@ -67,7 +67,9 @@ def test_fingerprints_survive_code_moving_down(tmp_path: Path) -> None:
     second = run_sluice("analyze", str(tree), "--format", "sarif", env=_inline(tmp_path))
 
     def eval_results(output: str) -> list[dict[str, Any]]:
-        return [r for r in json.loads(output)["runs"][0]["results"] if r["ruleId"] == "security.eval"]
+        return [
+            r for r in json.loads(output)["runs"][0]["results"] if r["ruleId"] == "security.eval"
+        ]
 
     def start_line(result: dict[str, Any]) -> int:
         return int(result["locations"][0]["physicalLocation"]["region"]["startLine"])
@@ -80,7 +82,9 @@ def test_fingerprints_survive_code_moving_down(tmp_path: Path) -> None:
 def test_json_output_to_a_file_matches_the_stored_findings(tmp_path: Path) -> None:
     target = tmp_path / "review.json"
     env = _inline(tmp_path)
-    result = run_sluice("analyze", str(EXAMPLES), "--format", "json", "--output", str(target), env=env)
+    result = run_sluice(
+        "analyze", str(EXAMPLES), "--format", "json", "--output", str(target), env=env
+    )
     assert result.returncode == 0, result.stderr
     document = json.loads(target.read_text())
     assert document["schema_version"] == 1
@@ -212,3 +216,46 @@ def test_since_outside_git_or_with_an_unknown_revision_is_one_clear_error(
     assert result.returncode == 2
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_sessions_list_and_show_read_past_sessions_back(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    extra = {}
+    if database == "postgresql":
+        extra["SLUICE_DATABASE_URL"] = request.getfixturevalue("pg_schema")
+    env = _inline(tmp_path, **extra)
+    empty = run_sluice("sessions", "list", env=env)
+    assert empty.returncode == 0 and "no analysis sessions" in empty.stdout
+    first = json.loads(run_sluice("analyze", str(EXAMPLES), "--format", "json", env=env).stdout)
+    second = json.loads(
+        run_sluice(
+            "analyze", str(EXAMPLES), "--rules", "security", "--format", "json", env=env
+        ).stdout
+    )
+    listed = run_sluice("sessions", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if "completed" in line]
+    assert [row.split("│")[1].strip() for row in rows] == [
+        str(second["session_id"]),
+        str(first["session_id"]),
+    ]  # newest first
+    assert f"{first['findings_total']}" in rows[1] and f"{second['findings_total']}" in rows[0]
+    for document in (first, second):
+        shown = run_sluice(
+            "sessions", "show", str(document["session_id"]), "--format", "json", env=env
+        )
+        assert shown.returncode == 0, shown.stderr
+        stored = json.loads(shown.stdout)
+        assert stored["findings"] == document["findings"]
+        assert (
+            stored["status"] == "completed"
+            and stored["files_analysed"] == document["files_analysed"]
+        )
+    sarif = run_sluice("sessions", "show", str(first["session_id"]), "--format", "sarif", env=env)
+    jsonschema.validate(json.loads(sarif.stdout), SCHEMA)
+    table = run_sluice("sessions", "show", str(first["session_id"]), env=env)
+    assert "security.eval" in table.stdout and "findings total" in table.stdout
+    missing = run_sluice("sessions", "show", "999999", env=env)
+    assert missing.returncode == 2 and "no analysis session 999999" in missing.stderr

@@ -109,14 +109,17 @@ def _finish_queued(env: dict[str, str], data_dir: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_stops_the_run_and_its_worker(
-    tmp_path: Path, drill_env: dict[str, str], sig: signal.Signals, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    drill_env: dict[str, str],
+    sig: signal.Signals,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data_dir = tmp_path / "data"
     command = _start(drill_env, _tree(tmp_path / "tree"))
     tree = _run_tree(command)
     wait_for(lambda: _counts(data_dir)[0] >= 2, 120, "the first files")
     command.send_signal(sig)
-    out, err = command.communicate(timeout=30)
+    _, err = command.communicate(timeout=30)
     gone_by = time.monotonic() + OUTLIVE_BOUND
     _, alive = psutil.wait_procs(tree, timeout=max(0.0, gone_by - time.monotonic()))
     survivors = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
