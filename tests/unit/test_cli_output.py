@@ -39,9 +39,10 @@ def _no_raw_controls(output: str) -> bool:
 def test_any_text_prints_as_itself_with_controls_escaped(text: str) -> None:
     output = _render(text)
     assert _no_raw_controls(output)
-    # Each line comes out as itself (rich wraps nothing at this width, and strips trailing spaces).
+    # Each line comes out as itself, up to whitespace (rich expands tabs, strips trailing spaces).
+    squeezed = "".join(output.split())
     for line in printable(text, keep_newlines=True).splitlines():
-        assert line.rstrip() in output
+        assert "".join(line.split()) in squeezed
 
 
 @settings(max_examples=100, deadline=None)
@@ -53,7 +54,7 @@ def test_findings_and_summary_tables_take_any_text(path: str, rule: str, message
     console = SafeConsole(file=buffer, width=400, color_system=None)
     _print_findings(console, [finding], 1)
     assert _no_raw_controls(buffer.getvalue())
-    if "\n" not in path and path:
+    if path.strip() and not any(c in path for c in "\n\t"):
         assert printable(path) in buffer.getvalue()
 
 
