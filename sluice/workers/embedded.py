@@ -1,4 +1,4 @@
-"""A real ``celery -A sluice worker`` subprocess started and stopped by the caller.
+"""A real Celery worker subprocess started and stopped by the caller.
 
 This is how ``sluice analyze`` runs on the embedded defaults: messages still go through a broker and are
 consumed by a separate worker process, exactly as in a deployment, with no server to install.
@@ -8,7 +8,8 @@ worker is not asked to shut down: once the run's messages are all acknowledged i
 (:meth:`EmbeddedWorker.stop_when_idle`). That loses nothing because the embedded broker acknowledges
 for real (:mod:`sluice.workers.fsbroker`): whatever a stopped worker held unacknowledged goes back to
 its queue, and a task's database writes are one transaction, so they are whole or absent. Pool
-children flush their buffered counters first (:mod:`sluice.workers.embeddedchild`).
+children flush their buffered counters first (:mod:`sluice.workers.embedded_process`, the process's
+entry point: ``app.Worker`` without Celery's command line).
 
 This module imports nothing heavy: ``sluice analyze`` starts the worker before it loads Celery, so the
 worker boots while the command prepares its run.
@@ -74,18 +75,11 @@ class EmbeddedWorker:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "celery", "-A", "sluice", "worker",
+            sys.executable, "-m", "sluice.workers.embedded_process",
             "--queues", ",".join(self.queues),
             "--concurrency", str(self.concurrency),
-            "--pool", "prefork", "-O", "default",
-            # chord_unlock and retries wait as ETA messages that count against prefetch; with
-            # prefetch 1 they would stall the embedded broker between polls.
-            "--prefetch-multiplier", "8",
             "--hostname", self.name,
-            "--loglevel", "INFO",
             "--logfile", str(self.log_file),
-            "--include", "sluice.workers.embeddedchild",
-            "--without-gossip", "--without-mingle",
         ]  # fmt: skip
 
     def start(self) -> None:

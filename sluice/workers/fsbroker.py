@@ -34,6 +34,8 @@ from kombu.utils.json import dumps, loads
 SCHEME = "sluicefs"
 #: Folder (inside the broker folder) of claimed, not yet acknowledged messages.
 INFLIGHT = ".inflight"
+#: Longest a timed wait for a message blocks before returning to the caller's loop.
+MAX_WAIT = 0.05
 #: How often a consumer looks for claims of dead processes.
 RECOVERY_INTERVAL = 0.5
 
@@ -194,6 +196,14 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
+        """Wait at most :data:`MAX_WAIT` when the caller gives a timeout: Celery's worker loop
+        performs its pending acknowledgements only between waits, and asks to wait 2 s, which kept a
+        finished task unacknowledged (and an embedded run waiting) for up to 2 s."""
+        if timeout is not None:
+            timeout = min(timeout, MAX_WAIT)
+        return super().drain_events(connection, timeout=timeout)
 
 
 TRANSPORT_ALIASES[SCHEME] = f"{__name__}:Transport"
