@@ -131,8 +131,10 @@ def run_analysis(
         if session_id is not None:
             _mark_interrupted(session_id)
         raise
-    if worker:
+    if worker and settings.embedded_broker:
         worker.stop_when_idle(settings.broker_dir)
+    elif worker:
+        worker.shutdown()  # Redis or RabbitMQ: let it acknowledge what it ran
     failed = [(path, error) for path, error in outcomes if isinstance(error, str)]
     done = [outcome for _, outcome in outcomes if isinstance(outcome, dict)]
     report = AnalysisReport(

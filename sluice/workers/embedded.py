@@ -125,6 +125,18 @@ class EmbeddedWorker:
             time.sleep(0.01)
         self.stop()
 
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Celery's warm shutdown (running tasks finish and are acknowledged), for brokers whose
+        unacknowledged messages come back only after a visibility timeout; killed after ``timeout``."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("worker did not stop within %.0fs; killing it", timeout)
+        self.stop()
+
     def stop(self) -> None:
         """Stop the worker now: pool children flush their counters and exit, then the whole group
         is killed. Unacknowledged messages return to their queue (see the module docstring)."""
