@@ -197,13 +197,14 @@ class Channel(filesystem.Channel):
 class Transport(filesystem.Transport):
     Channel = Channel
 
-    def drain_events(self, connection: Any, **kwargs: Any) -> Any:
+    # kombu's two base classes disagree on the signature; the virtual transport's is kept.
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:  # type: ignore[override]
         """Wait at most :data:`MAX_WAIT` when the caller gives a timeout: Celery's worker loop
         performs its pending acknowledgements only between waits, and asks to wait 2 s, which kept a
         finished task unacknowledged (and an embedded run waiting) for up to 2 s."""
-        if kwargs.get("timeout") is not None:
-            kwargs["timeout"] = min(kwargs["timeout"], MAX_WAIT)
-        return super().drain_events(connection, **kwargs)
+        if timeout is not None:
+            timeout = min(timeout, MAX_WAIT)
+        return super().drain_events(connection, timeout=timeout)
 
 
 TRANSPORT_ALIASES[SCHEME] = f"{__name__}:Transport"
