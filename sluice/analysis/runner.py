@@ -20,7 +20,7 @@ from sluice.ai.base import SEVERITIES
 from sluice.ai.rules import select_rules
 from sluice.analysis.changes import ChangeSet, changes_since
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
-from sluice.errors import BackendUnavailable, InvalidInput
+from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
 from sluice.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -173,9 +173,14 @@ def _checked_workers(workers: int | None, settings: Settings) -> int:
         )
     if not settings.async_processing_enabled:
         return 0
-    if workers is None:
-        return min(settings.worker_concurrency, limit) if settings.embedded_broker else 0
-    return workers
+    if workers is None and settings.embedded_broker:
+        if settings.worker_concurrency > limit:
+            raise ConfigurationError(
+                f"SLUICE_WORKER_CONCURRENCY={settings.worker_concurrency} is more than this machine "
+                f"runs well; use at most {limit} (4 per CPU)"
+            )
+        return settings.worker_concurrency
+    return workers or 0
 
 
 def _start_worker(workers: int, settings: Settings) -> EmbeddedWorker:

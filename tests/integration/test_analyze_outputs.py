@@ -259,3 +259,11 @@ def test_sessions_list_and_show_read_past_sessions_back(
     assert "security.eval" in table.stdout and "findings total" in table.stdout
     missing = run_sluice("sessions", "show", "999999", env=env)
     assert missing.returncode == 2 and "no analysis session 999999" in missing.stderr
+
+
+def test_worker_concurrency_setting_is_bounded_by_the_machine(tmp_path: Path) -> None:
+    env = service_env(tmp_path, SLUICE_WORKER_CONCURRENCY="10000")
+    result = run_sluice("analyze", str(EXAMPLES), env=env, timeout=60)
+    assert result.returncode == 1
+    assert "SLUICE_WORKER_CONCURRENCY=10000" in result.stderr and "at most" in result.stderr
+    assert not (tmp_path / "data" / "logs" / "embedded-worker.log").exists()

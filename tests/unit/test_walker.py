@@ -4,6 +4,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sluice.analysis import WalkReport, walk_tree, walker
 from sluice.errors import InvalidInput
@@ -95,3 +97,34 @@ def test_only_regular_files_are_opened(tmp_path: Path, kind: str) -> None:
     assert report.skipped["not a regular file"] == 1
     # A special file given as the root itself is skipped the same way.
     assert list(walk_tree(special, max_bytes=1000, report=WalkReport())) == []
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    names=st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+            min_size=1,
+            max_size=12,
+        ).filter(lambda n: n not in (".", "..") and not n.startswith(".")),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda n: n.casefold(),
+    ),
+    content=st.text(max_size=50),
+)
+def test_any_file_name_and_content_is_walked_without_error(
+    tmp_path_factory: pytest.TempPathFactory, names: list[str], content: str
+) -> None:
+    """Markup, control characters, odd Unicode in names and contents: yielded or skipped, never
+    raised. Every ``.py`` file whose content is text comes back under its own name."""
+    root = tmp_path_factory.mktemp("walk")
+    for name in names:
+        (root / f"{name}.py").write_text(content, encoding="utf-8")
+    report = WalkReport()
+    found = {f.path: f.content for f in walk_tree(root, max_bytes=10_000, report=report)}
+    expected = {f"{n}.py" for n in names} if "\x00" not in content else set()
+    assert set(found) == expected
+    assert all(text == content for text in found.values())
