@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         # chord_unlock and retries wait as ETA messages that count against prefetch; with
         # prefetch 1 they would stall the embedded broker between polls.
         prefetch_multiplier=8,
+        # Countdowns (chord_unlock polls, retries) are checked this often instead of every second.
+        timer_precision=0.05,
         loglevel="INFO",
         logfile=args.logfile,
         without_gossip=True,
