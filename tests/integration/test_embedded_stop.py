@@ -153,3 +153,22 @@ def test_sigkill_of_the_embedded_worker_mid_task_loses_nothing(
         print(f"\ndrill embedded-sigkill: injected {injected}; completed {analysed}, "
               f"dead-lettered {dead}, lost {lost}")  # fmt: skip
     assert (lost, torn, dead) == (0, 0, 0)
+
+
+def test_a_killed_command_takes_its_worker_with_it(
+    tmp_path: Path, drill_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL cannot be handled: the kernel's parent-death signal stops the worker and its pool."""
+    data_dir = tmp_path / "data"
+    command = _start(drill_env, _tree(tmp_path / "tree"))
+    tree = _run_tree(command)
+    wait_for(lambda: _counts(data_dir)[0] >= 2, 120, "the first files")
+    command.kill()
+    command.communicate(timeout=30)
+    _, alive = psutil.wait_procs(tree, timeout=OUTLIVE_BOUND)
+    survivors = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert survivors == [], f"orphans {OUTLIVE_BOUND}s after the command was killed: {survivors}"
+    lost = _finish_queued(drill_env, data_dir)
+    with capsys.disabled():
+        print(f"\ndrill SIGKILL of the command: lost {lost}")
+    assert lost == 0 and _counts(data_dir)[1] == 0
