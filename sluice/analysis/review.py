@@ -34,6 +34,8 @@ class Review:
     finished_at: str | None = None
     since: str | None = None
     changed_lines_only: bool = False
+    #: How a run that just finished went (mode, timings, cache); None for a stored session.
+    run: dict[str, Any] | None = None
 
 
 def review_of(report: AnalysisReport, provider: str, model: str) -> Review:
@@ -51,6 +53,17 @@ def review_of(report: AnalysisReport, provider: str, model: str) -> Review:
         failed=report.failed,
         since=report.changes.revision if report.changes else None,
         changed_lines_only=report.changed_lines_only,
+        run={
+            "mode": report.mode,
+            "duration_s": round(report.duration_s, 3),
+            "files_per_second": round(report.files_per_second, 2),
+            "provider_calls": report.provider_calls,
+            "cache_hits": report.cache_hits,
+            "cost_saved_usd": report.cost_saved_usd,
+            "files_embedded": report.files_embedded,
+            "files_skipped": dict(report.walk.skipped),
+            "unreadable": list(report.walk.unreadable),
+        },
     )
 
 

@@ -92,6 +92,7 @@ def test_json_output_to_a_file_matches_the_stored_findings(tmp_path: Path) -> No
     assert sum(document["by_severity"].values()) == document["findings_total"]
     assert {"path", "line", "column", "severity", "rule", "message"} <= set(document["findings"][0])
     assert "findings total" in result.stdout  # the summary still reaches the terminal
+    assert document["run"]["mode"].startswith("inline") and document["run"]["provider_calls"] >= 0
     shown = run_sluice("sessions", "show", str(document["session_id"]), "--format", "json", env=env)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["findings"] == document["findings"]
@@ -248,7 +249,7 @@ def test_sessions_list_and_show_read_past_sessions_back(
         )
         assert shown.returncode == 0, shown.stderr
         stored = json.loads(shown.stdout)
-        assert stored["findings"] == document["findings"]
+        assert stored["findings"] == document["findings"] and stored["run"] is None
         assert (
             stored["status"] == "completed"
             and stored["files_analysed"] == document["files_analysed"]
