@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 _CHILD_GRACE = 1.0
 #: Linux ``prctl`` option: a signal the kernel sends a process when its parent dies.
 PR_SET_PDEATHSIG = 1
+#: What asks a pool child to flush its counters and exit at once: a real-time signal that neither
+#: Celery nor billiard handle (None where there is none: the children are then only killed).
+STOP_SIGNAL: int | None = getattr(signal, "SIGRTMIN", None)
+if STOP_SIGNAL is not None:
+    STOP_SIGNAL += 1
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -144,10 +149,10 @@ class EmbeddedWorker:
         if process is None:
             return
         if process.poll() is None:
-            children = _children(process.pid)
+            children = _children(process.pid) if STOP_SIGNAL is not None else []
             for pid in children:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+                    os.kill(pid, STOP_SIGNAL)  # type: ignore[arg-type]  # not None when listed
             deadline = time.monotonic() + _CHILD_GRACE
             while any(_exists(pid) for pid in children) and time.monotonic() < deadline:
                 time.sleep(0.005)

@@ -4,9 +4,10 @@
 It runs the same ``app.Worker`` as ``celery -A sluice worker``, without loading Celery's command line,
 which imports every subcommand and plugin (flower, a REPL) and costs most of a second per start.
 
-Pool children leave on SIGTERM after flushing their buffered counters (a task they were running is
-abandoned: its transaction never commits and its message goes back to the queue), and every process
-of the worker dies with its parent.
+Pool children leave at once on :data:`~sluice.workers.embedded.STOP_SIGNAL` after flushing their
+buffered counters (a task they were running is abandoned: its transaction never commits and its
+message goes back to the queue), and every process of the worker dies with its parent. Not SIGTERM:
+billiard handles that in pool children itself, and its exit path sleeps a second.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from sluice.store.counters import flush_all
-from sluice.workers.embedded import die_with_parent
+from sluice.workers.embedded import STOP_SIGNAL, die_with_parent
 
 
 def _flush_and_exit(signum: int, frame: Any) -> None:
@@ -31,9 +32,10 @@ def _flush_and_exit(signum: int, frame: Any) -> None:
 
 @worker_process_init.connect(weak=False)
 def install_exit_handler(**_: Any) -> None:
-    """Replace the pool child's default SIGTERM (death without a flush) with flush-then-exit."""
-    signal.signal(signal.SIGTERM, _flush_and_exit)
-    die_with_parent(signal.SIGTERM)
+    """Flush-then-exit on the stop signal, which is also what the child gets if the worker dies."""
+    if STOP_SIGNAL is not None:
+        signal.signal(STOP_SIGNAL, _flush_and_exit)
+        die_with_parent(STOP_SIGNAL)
 
 
 def main(argv: list[str] | None = None) -> int:
