@@ -77,6 +77,16 @@ def _counts(data_dir: Path) -> tuple[int, int, int]:
         engine.dispose()
 
 
+def _status(data_dir: Path) -> str:
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'sluice.db'}")
+    try:
+        with engine.connect() as conn:
+            query = "SELECT status FROM analysis_sessions ORDER BY id DESC LIMIT 1"
+            return str(conn.execute(sa.text(query)).scalar())
+    finally:
+        engine.dispose()
+
+
 def _start(env: dict[str, str], tree: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "sluice.cli", "analyze", str(tree), "--max-findings", "0"],
@@ -128,6 +138,7 @@ def test_a_stop_signal_stops_the_run_and_its_worker(
     assert "interrupted" in err and "Traceback" not in err
     analysed, torn, _ = _counts(data_dir)
     assert torn == 0, "a file's findings were half-written"
+    assert _status(data_dir) == "interrupted"
     lost = _finish_queued(drill_env, data_dir)
     with capsys.disabled():
         print(f"\ndrill {sig.name}: {analysed}/{FILES} analysed when stopped, lost {lost}")
