@@ -125,11 +125,13 @@ def run_analysis(
         notify = progress or (lambda done, total: None)
         notify(0, len(files))
         outcomes, embedded = _run_tasks(session_id, files, rule_list, worker, settings, notify)
-    except BaseException:
+    except BaseException as exc:
         if worker:
             worker.stop()  # at once: what it held stays queued (the broker redelivers it)
         if session_id is not None:
-            _mark_interrupted(session_id)
+            _mark_ended(
+                session_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            )
         raise
     if worker and settings.embedded_broker:
         worker.stop_when_idle(settings.broker_dir)
@@ -307,18 +309,18 @@ def _collect(
     return outcomes
 
 
-def _mark_interrupted(session_id: int) -> None:
-    """Best effort on the way out of an interrupted run: the session says so."""
+def _mark_ended(session_id: int, status: str) -> None:
+    """Best effort on the way out of a run that did not finish: the session says why."""
     from sluice.db import AnalysisSession, session_scope
 
     try:
         with session_scope() as db:
             session = db.get(AnalysisSession, session_id)
             if session is not None:
-                session.status = "interrupted"
+                session.status = status
                 session.finished_at = datetime.now(UTC)
     except Exception:  # the database may be what failed; the original error is the one to show
-        log.warning("could not mark session %s as interrupted", session_id, exc_info=True)
+        log.warning("could not mark session %s as %s", session_id, status, exc_info=True)
 
 
 def _finish_session(report: AnalysisReport) -> None:
