@@ -93,14 +93,19 @@ def postgres_extension_available(url: str, name: str) -> bool:
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def hypopg(postgres_url: str) -> str:
-    """The database URL with the HypoPG extension created (database-wide, never dropped)."""
-    if not postgres_extension_available(postgres_url, "hypopg"):
+def require_hypopg(url: str) -> None:
+    """Skip (fail under ``SLUICE_REQUIRE_SERVICES=1``) unless the server at ``url`` has HypoPG."""
+    if not postgres_extension_available(url, "hypopg"):
         require_tool(
             "the HypoPG extension is not installed on the PostgreSQL server "
             "(apt-get install postgresql-<version>-hypopg; .ci/run installs it)"
         )
+
+
+@pytest.fixture(scope="session")
+def hypopg(postgres_url: str) -> str:
+    """The database URL with the HypoPG extension created (database-wide, never dropped)."""
+    require_hypopg(postgres_url)
     engine = sa.create_engine(postgres_url)
     try:
         with engine.begin() as conn:
