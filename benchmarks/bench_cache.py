@@ -121,7 +121,7 @@ def _l2(
 ) -> list[Measurement]:
     key = CacheKeyGenerator.analysis("code", "python")
     cache.put(ANALYSIS, key, VALUE)
-    full = cache._full_key(ANALYSIS, key.key)
+    full = cache.full_key(ANALYSIS, key.key)
     envelope = cache.store.get(full)
     raw_set("raw-copy", envelope)
 

@@ -26,6 +26,7 @@ EVENTS = (
     "uncacheable",
     "provider_calls",
     "stampede_waits",
+    "lost_writes",
     "cost_saved_micro_usd",
 )
 

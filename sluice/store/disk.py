@@ -23,7 +23,7 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_PICKLE, UNKNOWN
 
-from sluice.errors import BackendUnavailable, CodecError, InvalidInput
+from sluice.errors import BackendTimeout, BackendUnavailable, CodecError, InvalidInput
 from sluice.store.base import (
     Store,
     Subscription,
@@ -127,7 +127,12 @@ class DiskStore(Store):
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
+        except diskcache.Timeout as exc:
+            raise BackendTimeout(
+                f"disk store at {self.directory} stayed locked by another process for "
+                f"{SQLITE_TIMEOUT:g} s ({exc or 'timeout'})"
+            ) from None
+        except (sqlite3.Error, OSError) as exc:
             raise BackendUnavailable(
                 f"disk store at {self.directory} failed: {type(exc).__name__}: {exc}"
             ) from None
@@ -142,12 +147,15 @@ class DiskStore(Store):
         with self._guard():
             return self._cache.get(full, tag=True)
 
-    def _decode_value(self, key: str, value: Any, tag: str | None) -> Any:
+    def _value_bytes(self, key: str, value: Any, tag: str | None) -> bytes:
         if tag is not None:
             raise InvalidInput(f"key {key!r} holds a {tag}, not a value")
         if not isinstance(value, bytes):
             raise CodecError(f"key {key!r} holds a counter, not a codec value")
-        return self.codec.decode(value)
+        return value
+
+    def _decode_value(self, key: str, value: Any, tag: str | None) -> Any:
+        return self.codec.decode(self._value_bytes(key, value, tag))
 
     def _meta(self, key: str, value: Any, tag: str | None, kind: str) -> Any:
         """Decode a tagged row of ``kind``; None when absent."""
@@ -168,6 +176,29 @@ class DiskStore(Store):
         """See :meth:`Store.set`."""
         full, ttl = self._key(key), check_ttl(ttl)
         data = self.codec.encode(value)
+        with self._txn() as cache:
+            self._drop(cache, full)
+            cache.set(full, data, expire=ttl)
+
+    def get_encoded(self, key: str) -> bytes | None:
+        """See :meth:`Store.get_encoded`."""
+        value, tag = self._read(self._key(key))
+        return None if value is None else self._value_bytes(key, value, tag)
+
+    def get_many_encoded(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """See :meth:`Store.get_many_encoded`."""
+        found = {}
+        for key in keys:
+            value, tag = self._read(self._key(key))
+            if value is not None:
+                found[key] = self._value_bytes(key, value, tag)
+        return found
+
+    def set_encoded(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """See :meth:`Store.set_encoded`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        if not isinstance(data, bytes):
+            raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
         with self._txn() as cache:
             self._drop(cache, full)
             cache.set(full, data, expire=ttl)

@@ -18,7 +18,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import PubSub
 from redis.retry import Retry
 
-from sluice.errors import BackendUnavailable, InvalidInput
+from sluice.errors import BackendTimeout, BackendUnavailable, InvalidInput
 from sluice.store.base import (
     Store,
     Subscription,
@@ -156,16 +156,18 @@ class RedisStore(Store):
             if str(exc).startswith("WRONGTYPE") or "not an integer" in str(exc):
                 raise InvalidInput(f"key holds a different kind of value: {exc}") from None
             raise self._unavailable(exc) from None
+        except redis.TimeoutError as exc:
+            raise self._unavailable(exc, BackendTimeout) from None
         except redis.RedisError as exc:
             raise self._unavailable(exc) from None
 
-    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+    def _unavailable(
+        self, exc: Exception, kind: type[BackendUnavailable] = BackendUnavailable
+    ) -> BackendUnavailable:
         detail = str(exc)
         if self._password:
             detail = detail.replace(self._password, "***")
-        return BackendUnavailable(
-            f"Redis at {self.location} failed: {type(exc).__name__}: {detail}"
-        )
+        return kind(f"Redis at {self.location} failed: {type(exc).__name__}: {detail}")
 
     def _decode(self, data: bytes | None) -> Any | None:
         return None if data is None else self.codec.decode(data)
@@ -183,6 +185,30 @@ class RedisStore(Store):
         """See :meth:`Store.set`."""
         full, ttl = self._key(key), check_ttl(ttl)
         data = self.codec.encode(value)
+        with self._guard():
+            self._client.set(full, data, px=None if ttl is None else _ms(ttl))
+
+    def get_encoded(self, key: str) -> bytes | None:
+        """See :meth:`Store.get_encoded`."""
+        full = self._key(key)
+        with self._guard():
+            data: bytes | None = self._client.get(full)
+        return data
+
+    def get_many_encoded(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """See :meth:`Store.get_many_encoded`."""
+        names = list(keys)
+        if not names:
+            return {}
+        with self._guard():
+            values = self._client.mget([self._key(key) for key in names])
+        return {key: data for key, data in zip(names, values, strict=True) if data is not None}
+
+    def set_encoded(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """See :meth:`Store.set_encoded`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        if not isinstance(data, bytes):
+            raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
         with self._guard():
             self._client.set(full, data, px=None if ttl is None else _ms(ttl))
 

@@ -35,7 +35,7 @@ class TestCacheOnRedis(CacheContract):
         cache = spec.build()
         key = CacheKeyGenerator.analysis("listed", "python")
         client = redis.Redis.from_url(spec.location)
-        client.rpush(spec.prefix + cache._full_key(ANALYSIS, key.key), b"x")
+        client.rpush(spec.prefix + cache.full_key(ANALYSIS, key.key), b"x")
         client.close()
         for _ in range(5):
             assert cache.sync.get_analysis("listed", "python") is None

@@ -591,7 +591,7 @@ class CacheContract:
 
     def test_fingerprint_mismatch_is_a_miss(self, cache: AIResultCache) -> None:
         key = CacheKeyGenerator.analysis("real", "python")
-        full = cache._full_key(ANALYSIS, key.key)
+        full = cache.full_key(ANALYSIS, key.key)
         cache.store.set(
             full, {"fp": "f" * 64, "v": {"wrong": True}, "exp": time.time() + 60, "cost": 0}
         )
@@ -616,7 +616,7 @@ class CacheContract:
         key = CacheKeyGenerator.analysis("shape", "python")
         if isinstance(envelope, dict) and envelope.get("fp") == "MATCH":
             envelope = {**envelope, "fp": key.fingerprint}
-        cache.store.set(cache._full_key(ANALYSIS, key.key), envelope)
+        cache.store.set(cache.full_key(ANALYSIS, key.key), envelope)
         assert cache.sync.get_analysis("shape", "python") is None
         assert cache.sync.get_or_compute(ANALYSIS, key, lambda: "fresh") == "fresh"
         assert cache.get_stats()["by_type"]["analysis"]["corrupt"] >= 1
@@ -628,7 +628,7 @@ class CacheContract:
         marker = tmp_path / "pwned"
         payload = pickle.dumps(_Planted(marker)) if kind == "pickle" else b"\xff\x00garbage"
         key = CacheKeyGenerator.analysis("victim", "python")
-        self.plant_raw(spec, cache._full_key(ANALYSIS, key.key), payload)
+        self.plant_raw(spec, cache.full_key(ANALYSIS, key.key), payload)
         for _ in range(5):  # never trips the breaker: a bad value is not an outage
             assert cache.sync.get_analysis("victim", "python") is None
         assert cache.sync.get_embeddings(["x"]) == [None]
@@ -664,7 +664,7 @@ class CacheContract:
         got = second.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("second") or "no")
         leader.join()
         assert got == "from first" and calls == ["first"]
-        assert not first.store.lock("ai:fill:" + first._full_key(ANALYSIS, key.key)).held()
+        assert not first.store.lock("ai:fill:" + first.full_key(ANALYSIS, key.key)).held()
         first.close()
         second.close()
 
