@@ -48,10 +48,12 @@ class CacheSpec:
     location: str
     prefix: str
     config: dict[str, Any] = field(default_factory=dict)
+    #: Redis only; production sizes it from CacheConfig.l2_timeout.
+    socket_timeout: float = 2.0
 
     def store(self) -> Store:
         if self.kind == "redis":
-            return RedisStore(self.location, prefix=self.prefix, socket_timeout=2.0)
+            return RedisStore(self.location, prefix=self.prefix, socket_timeout=self.socket_timeout)
         return DiskStore(self.location, prefix=self.prefix, codec=Codec())
 
     def build(self, **config: Any) -> AIResultCache:
