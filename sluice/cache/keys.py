@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -51,8 +52,8 @@ def canonical(value: Any, what: str = "this value") -> bytes:
         )
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(
-            f"cannot build a cache key from {what}: {exc} (only JSON data: str, int, float, "
-            "bool, None, lists and dicts with string keys)"
+            f"cannot build a cache key from {what} ({reprlib.repr(value)}): {exc}; pass JSON "
+            "data only (str, int, finite float, bool, None, lists and dicts with string keys)"
         ) from None
     # surrogatepass: a lone surrogate in user code still makes a valid, distinct key.
     return text.encode("utf-8", "surrogatepass")

@@ -48,7 +48,9 @@ def _summary_calls(stdout: str) -> int:
 
 
 def test_warm_rerun_of_a_real_tree_with_every_cpu_busy_makes_no_provider_calls(
-    tmp_path: Path, private_redis: PrivateRedis, every_cpu_busy: None  # noqa: F811
+    tmp_path: Path,
+    private_redis: PrivateRedis,
+    every_cpu_busy: None,  # noqa: F811
 ) -> None:
     tree = tmp_path / "tree"
     for package in ("cache", "store"):
