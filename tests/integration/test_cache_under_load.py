@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_sluice, service_env
-from tests.integration.test_cache_redis import PrivateRedis, private_redis  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +47,12 @@ def _summary_calls(stdout: str) -> int:
 
 
 def test_warm_rerun_of_a_real_tree_with_every_cpu_busy_makes_no_provider_calls(
-    tmp_path: Path,
-    private_redis: PrivateRedis,
-    every_cpu_busy: None,  # noqa: F811
+    tmp_path: Path, redis_url: str, key_prefix: str, every_cpu_busy: None
 ) -> None:
     tree = tmp_path / "tree"
     for package in ("cache", "store"):
         shutil.copytree(ROOT / "sluice" / package, tree / package)
-    env = service_env(tmp_path, SLUICE_REDIS_URL=private_redis.url, SLUICE_KEY_PREFIX="load:")
+    env = service_env(tmp_path, SLUICE_REDIS_URL=redis_url, SLUICE_KEY_PREFIX=key_prefix)
     cold = run_sluice("analyze", str(tree), env=env)
     assert cold.returncode == 0, cold.stderr
     assert _summary_calls(cold.stdout) > 0
