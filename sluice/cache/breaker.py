@@ -70,6 +70,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a call may go to the backend now."""
+        if self._opened_at is None:  # closed: one attribute read, no lock on the hot path
+            return True
         with self._lock:
             if self._opened_at is None:
                 return True
@@ -80,19 +82,36 @@ class CircuitBreaker:
 
     def record_success(self, latency: float = 0.0) -> None:
         """A call answered after ``latency`` seconds."""
+        healthy = latency <= self._threshold
+        if healthy and self._calm():
+            # The hot path, lock-free: deque appends are atomic, and a lost count only delays
+            # the next recompute of the threshold.
+            self._healthy.append(latency)
+            self._since_recompute += 1
+            if self._since_recompute >= _RECOMPUTE_EVERY:
+                self._recompute()
+            return
         with self._lock:
             self._consecutive = 0
-            if latency > self._threshold:
+            if not healthy:
                 self._slow(latency)
                 return
             self._closed_by_health()
             self._healthy.append(latency)
-            self._since_recompute += 1
-            if self._since_recompute >= _RECOMPUTE_EVERY:
-                self._since_recompute = 0
-                ordered = sorted(self._healthy)
-                p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-                self._threshold = max(self.slow_floor, self.slow_factor * p99)
+
+    def _calm(self) -> bool:
+        return (
+            self._opened_at is None
+            and not self._consecutive
+            and not self._slow_run
+            and not self._trial_running
+        )
+
+    def _recompute(self) -> None:
+        self._since_recompute = 0
+        ordered = sorted(self._healthy)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        self._threshold = max(self.slow_floor, self.slow_factor * p99)
 
     def record_timeout(self, latency: float) -> None:
         """A call gave up after ``latency`` seconds without an answer: slow, not (yet) broken."""

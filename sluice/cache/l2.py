@@ -51,24 +51,38 @@ class L2RedisCache:
             breaker.record_success(time.perf_counter() - started)
             raise
         except SluiceError as exc:
-            if isinstance(exc, BackendTimeout):
-                breaker.record_timeout(time.perf_counter() - started)
-            else:
-                breaker.record_failure()
-            if self.stats:
-                self.stats.incr(content_type, "l2_errors")
-            log.warning("L2 cache unavailable (%s); continuing without it", exc)
+            self._failed(content_type, exc, time.perf_counter() - started)
             return default
         breaker.record_success(time.perf_counter() - started)
         return result
 
+    def _failed(self, content_type: str, exc: SluiceError, elapsed: float) -> None:
+        if isinstance(exc, BackendTimeout):
+            self.breaker.record_timeout(elapsed)
+        else:
+            self.breaker.record_failure()
+        if self.stats:
+            self.stats.incr(content_type, "l2_errors")
+        log.warning("L2 cache unavailable (%s); continuing without it", exc)
+
     def get_encoded(self, content_type: str, key: str) -> bytes | None:
         """The stored bytes, or None on a miss, an error, or a key of another kind (counted)."""
+        # _guarded, inlined: this is every L2 hit's path.
+        breaker = self.breaker
+        if not breaker.allow():
+            return None
+        started = time.perf_counter()
         try:
-            return self._guarded(content_type, None, lambda: self.store.get_encoded(key))
+            data = self.store.get_encoded(key)
         except (CodecError, InvalidInput) as exc:
+            breaker.record_success(time.perf_counter() - started)
             self._corrupt(content_type, key, exc)
             return None
+        except SluiceError as exc:
+            self._failed(content_type, exc, time.perf_counter() - started)
+            return None
+        breaker.record_success(time.perf_counter() - started)
+        return data
 
     def get_many_encoded(self, content_type: str, keys: list[str]) -> dict[str, bytes]:
         try:
@@ -90,9 +104,18 @@ class L2RedisCache:
 
     def set_encoded(self, content_type: str, key: str, data: bytes, ttl: float) -> bool:
         """Store bytes; False when they were not written (an error, or the circuit open)."""
-        return self._guarded(
-            content_type, False, lambda: self.store.set_encoded(key, data, ttl) is None
-        )
+        # _guarded, inlined: this is every write's path.
+        breaker = self.breaker
+        if not breaker.allow():
+            return False
+        started = time.perf_counter()
+        try:
+            self.store.set_encoded(key, data, ttl)
+        except SluiceError as exc:
+            self._failed(content_type, exc, time.perf_counter() - started)
+            return False
+        breaker.record_success(time.perf_counter() - started)
+        return True
 
     def set(self, content_type: str, key: str, value: Any, ttl: float) -> bool:
         """Store a value; False when it was not written (an error, or the circuit open)."""

@@ -24,19 +24,25 @@ class CacheStats:
         self._l2 = l2
         self.counters = BufferedCounters(self._flush, l2.read_stats, flush_interval)
         l2.stats = self.counters
+        # Field names made once: every hit and miss counts, so formatting them would show.
+        self._fields = {(ct, e): f"{ct}:{e}" for ct in CONTENT_TYPES for e in EVENTS}
 
     def incr(self, content_type: str, event: str, amount: int = 1) -> None:
         self.counters.incr(content_type, event, amount)
 
     def hit(self, content_type: str, tier: str, cost: float) -> None:
         """One hit in ``tier`` (``l1_hits`` or ``l2_hits``) that saved a call costing ``cost``."""
-        self.counters.incr(content_type, tier)
-        if cost:
-            self.counters.incr(content_type, "cost_saved_micro_usd", round(cost * 1e6))
+        fields = self._fields
+        self.counters.add(
+            (fields[content_type, tier], 1),
+            (fields[content_type, "cost_saved_micro_usd"], round(cost * 1e6)),
+        )
 
     def miss(self, content_type: str) -> None:
-        self.counters.incr(content_type, "l2_misses")
-        self.counters.incr(content_type, "misses")
+        fields = self._fields
+        self.counters.add(
+            (fields[content_type, "l2_misses"], 1), (fields[content_type, "misses"], 1)
+        )
 
     def flush(self) -> None:
         self.counters.flush()

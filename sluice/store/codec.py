@@ -73,19 +73,21 @@ class Codec:
             raise CodecError(
                 f"cannot decode {type(data).__name__} payload: expected non-empty bytes"
             )
-        header, body = data[0], bytes(data[1:])
+        header = data[0]
         if header not in _KNOWN_HEADERS:
             raise CodecError(
                 f"unknown payload header 0x{header:02x}: not written by sluice's codec "
                 "(pickled and foreign data are refused)"
             )
+        body: bytes | memoryview = memoryview(data)[1:]  # no copy of the payload
         if header & _ZLIB:
             body = _inflate(body)
         try:
             if header & ~_ZLIB == _JSON:
-                if len(body) > MAX_DECODED_ITEMS:
-                    _check_json_budget(body)
-                return json.loads(body.decode("utf-8"))
+                text = bytes(body)
+                if len(text) > MAX_DECODED_ITEMS:
+                    _check_json_budget(text)
+                return json.loads(text.decode("utf-8"))
             if len(body) <= MAX_DECODED_ITEMS:
                 return msgpack.unpackb(body, raw=False, strict_map_key=False)
             return _unpack_within_budget(body)
@@ -113,7 +115,7 @@ class _OverBudget(ValueError):
     """Raised from inside the unpacker's hooks to abort a decode that builds too much."""
 
 
-def _unpack_within_budget(body: bytes) -> Any:
+def _unpack_within_budget(body: bytes | memoryview) -> Any:
     """msgpack-decode a long body, refusing it once it has built :data:`MAX_DECODED_ITEMS` items."""
     built = 0
 
@@ -155,7 +157,7 @@ def _check_json_budget(body: bytes) -> None:
         )
 
 
-def _inflate(body: bytes) -> bytes:
+def _inflate(body: bytes | memoryview) -> bytes:
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(body, MAX_DECOMPRESSED_BYTES)

@@ -77,6 +77,15 @@ class BufferedCounters:
         if time.monotonic() - self._flushed_at >= self.interval:
             self.flush()
 
+    def add(self, *increments: tuple[str, int]) -> None:
+        """Add ``("scope:event", amount)`` pairs under one lock (for hot paths counting several)."""
+        pending = self._pending
+        with self._lock:
+            for field, amount in increments:
+                pending[field] += amount
+        if time.monotonic() - self._flushed_at >= self.interval:
+            self.flush()
+
     def flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= self.interval:
             self.flush()

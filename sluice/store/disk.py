@@ -46,6 +46,7 @@ SQLITE_TIMEOUT = 60.0
 SIZE_LIMIT = 2**40
 
 _PLAIN_TYPES = (bytes, str, int, float)
+_BACKEND_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
 
 
 class SafeDisk(diskcache.Disk):
@@ -127,15 +128,18 @@ class DiskStore(Store):
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except diskcache.Timeout as exc:
-            raise BackendTimeout(
+        except _BACKEND_ERRORS as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        if isinstance(exc, diskcache.Timeout):
+            return BackendTimeout(
                 f"disk store at {self.directory} stayed locked by another process for "
                 f"{SQLITE_TIMEOUT:g} s ({exc or 'timeout'})"
-            ) from None
-        except (sqlite3.Error, OSError) as exc:
-            raise BackendUnavailable(
-                f"disk store at {self.directory} failed: {type(exc).__name__}: {exc}"
-            ) from None
+            )
+        return BackendUnavailable(
+            f"disk store at {self.directory} failed: {type(exc).__name__}: {exc}"
+        )
 
     @contextmanager
     def _txn(self) -> Iterator[diskcache.Cache]:
@@ -144,8 +148,11 @@ class DiskStore(Store):
             yield cache
 
     def _read(self, full: str) -> tuple[Any, str | None]:
-        with self._guard():
+        # Not through _guard: a plain try costs less than a context manager on the hot path.
+        try:
             return self._cache.get(full, tag=True)
+        except _BACKEND_ERRORS as exc:
+            raise self._unavailable(exc) from None
 
     def _value_bytes(self, key: str, value: Any, tag: str | None) -> bytes:
         if tag is not None:
@@ -177,7 +184,7 @@ class DiskStore(Store):
         full, ttl = self._key(key), check_ttl(ttl)
         data = self.codec.encode(value)
         with self._txn() as cache:
-            self._drop(cache, full)
+            self._replace(cache, full)
             cache.set(full, data, expire=ttl)
 
     def get_encoded(self, key: str) -> bytes | None:
@@ -200,7 +207,7 @@ class DiskStore(Store):
         if not isinstance(data, bytes):
             raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
         with self._txn() as cache:
-            self._drop(cache, full)
+            self._replace(cache, full)
             cache.set(full, data, expire=ttl)
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
@@ -215,6 +222,13 @@ class DiskStore(Store):
         full = [self._key(key) for key in keys]
         with self._txn() as cache:
             return sum(self._drop(cache, name) for name in full)
+
+    def _replace(self, cache: diskcache.Cache, full: str) -> None:
+        """Make way for a new value at ``full`` (call inside a transaction): a list's items go;
+        any other row is overwritten in place, tag included, by the caller's set."""
+        _, tag = cache.get(full, tag=True)
+        if tag == _LIST:
+            self._drop(cache, full)
 
     def _drop(self, cache: diskcache.Cache, full: str) -> bool:
         """Delete one key and, for a list, its items; call inside a transaction."""
@@ -243,7 +257,7 @@ class DiskStore(Store):
         encoded = {self._key(key): self.codec.encode(value) for key, value in mapping.items()}
         with self._txn() as cache:
             for full, data in encoded.items():
-                self._drop(cache, full)
+                self._replace(cache, full)
                 cache.set(full, data, expire=ttl)
 
     def ttl(self, key: str) -> float | None:
