@@ -247,3 +247,21 @@ def test_two_providers_never_share_an_analysis(code: str, first: str, second: st
     a = CacheKeyGenerator.analysis(code, "python", None, "sluice-local-1", ids[first])
     b = CacheKeyGenerator.analysis(code, "python", None, "sluice-local-1", ids[second])
     assert (a == b) is (first == second)
+
+
+def test_an_upgrade_with_changed_rules_never_serves_the_old_findings(
+    cache: AIResultCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.ai import local
+
+    provider = LocalProvider()
+
+    def key() -> Any:
+        return CacheKeyGenerator.analysis(
+            "eval(x)", "python", None, provider.model, provider.cache_identity("analysis")
+        )
+
+    assert cache.put("analysis", key(), {"findings": ["old rules"]})
+    assert cache.lookup("analysis", key()) == (True, {"findings": ["old rules"]})
+    monkeypatch.setattr(local, "analyzer_version", lambda: "the next release's rules")
+    assert cache.lookup("analysis", key()) == (False, None)
