@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sluice.cache.envelope import envelope_problem, make_envelope
+from sluice.cache.envelope import MAX_COST_USD, envelope_problem, make_envelope
 from sluice.cache.invalidation import Generations
 from sluice.cache.keys import CacheKey
 from sluice.cache.l2 import L2RedisCache
@@ -118,7 +118,7 @@ class TieredLookup:
         ttl = self.config.ttl_for(content_type) if ttl is None else ttl
         if not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
             raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl!r}")
-        cost = self.config.cost_usd(model, usage)
+        cost = self._cost(model, usage)
         envelope = make_envelope(key.fingerprint, value, time.time() + ttl, cost)
         try:
             encoded = self.codec.encode(envelope)
@@ -142,6 +142,15 @@ class TieredLookup:
             return False
         self.stats.incr(content_type, "sets")
         return True
+
+    def _cost(self, model: str | None, usage: Mapping[str, Any] | None) -> float:
+        """What the call cost, within what an entry may claim (a provider's absurd token counts
+        must not make its entry unreadable); the per-call price when usage is not numbers."""
+        try:
+            cost = self.config.cost_usd(model, usage)
+        except (TypeError, ValueError, AttributeError):
+            return self.config.price_per_call_usd
+        return min(cost, MAX_COST_USD) if cost >= 0 else self.config.price_per_call_usd
 
     def _lost(self, content_type: str, why: str) -> None:
         # Kept in this process's L1 only: other processes (and the next run) will recompute it.

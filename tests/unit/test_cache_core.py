@@ -934,3 +934,19 @@ class TestCacheOnDisk(CacheContract):
 
         with diskcache.Cache(spec.location) as raw:
             raw.set(spec.prefix + key, payload)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": 1e300}, {"prompt_tokens": float("nan")}, {"prompt_tokens": "many"}],
+    ids=repr,
+)
+def test_absurd_provider_usage_never_makes_an_entry_unreadable(
+    tmp_path: Path, usage: dict[str, Any]
+) -> None:
+    cache = CacheSpec("disk", str(tmp_path / "store"), "usage:").build()
+    assert cache.sync.set_analysis("u", "python", None, {"v": 1}, model="gpt-4", usage=usage)
+    cache.l1.clear()
+    assert cache.sync.get_analysis("u", "python") == {"v": 1}
+    assert cache.get_stats()["by_type"]["analysis"]["corrupt"] == 0
+    cache.close()
