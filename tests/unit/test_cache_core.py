@@ -947,6 +947,6 @@ def test_absurd_provider_usage_never_makes_an_entry_unreadable(
     cache = CacheSpec("disk", str(tmp_path / "store"), "usage:").build()
     assert cache.sync.set_analysis("u", "python", None, {"v": 1}, model="gpt-4", usage=usage)
     cache.l1.clear()
-    assert cache.sync.get_analysis("u", "python") == {"v": 1}
+    assert cache.sync.get_analysis("u", "python", model="gpt-4") == {"v": 1}
     assert cache.get_stats()["by_type"]["analysis"]["corrupt"] == 0
     cache.close()
