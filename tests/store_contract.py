@@ -320,6 +320,15 @@ class StoreContract:
 
     # -- locks ----------------------------------------------------------------------------------
 
+    def test_taking_a_held_lock_again_is_idempotent_for_its_owner(self, store: Store) -> None:
+        """A command retried after a lost reply must not report our own lock as someone else's."""
+        mine, theirs = store.lock("idem", lease=5), store.lock("idem", lease=5)
+        assert mine.acquire(blocking=False)
+        assert mine.acquire(blocking=False)
+        assert not theirs.acquire(blocking=False)
+        assert mine.release() and theirs.acquire(blocking=False)
+        theirs.release()
+
     def test_lock_is_exclusive(self, store: Store) -> None:
         first, second = store.lock("L", lease=5), store.lock("L", lease=5)
         assert first.owner != second.owner

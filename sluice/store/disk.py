@@ -336,9 +336,12 @@ class DiskStore(Store):
     # -- locks ---------------------------------------------------------------------------------
 
     def _lock_acquire(self, full_key: str, owner: str, lease: float) -> bool:
-        with self._guard():
-            # add() treats an expired row as absent, so a lapsed lease frees the lock.
-            return bool(self._cache.add(full_key, owner, expire=lease, tag=_LOCK))
+        with self._txn() as cache:
+            # add() treats an expired row as absent, so a lapsed lease frees the lock; the owner
+            # taking it again renews it (as on Redis, where a retried command must not fail).
+            if cache.add(full_key, owner, expire=lease, tag=_LOCK):
+                return True
+            return cache.get(full_key) == owner and bool(cache.touch(full_key, expire=lease))
 
     def _lock_renew(self, full_key: str, owner: str, lease: float) -> bool:
         with self._txn() as cache:

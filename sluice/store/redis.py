@@ -65,6 +65,22 @@ end
 return value
 """
 
+# Idempotent for its owner: when a reply is lost (a timeout) redis-py retries the command, and a
+# plain SET NX would then report the lock we just took as someone else's, leaving us waiting for
+# ourselves until the lease or the caller's patience ran out.
+_LOCK_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if current then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -141,6 +157,7 @@ class RedisStore(Store):
         self._incr_script = self._client.register_script(_INCR)
         self._renew_script = self._client.register_script(_LOCK_RENEW)
         self._release_script = self._client.register_script(_LOCK_RELEASE)
+        self._acquire_script = self._client.register_script(_LOCK_ACQUIRE)
         self._pop_script = self._client.register_script(_POP_MANY)
 
     def __repr__(self) -> str:
@@ -320,7 +337,7 @@ class RedisStore(Store):
 
     def _lock_acquire(self, full_key: str, owner: str, lease: float) -> bool:
         with self._guard():
-            return bool(self._client.set(full_key, owner, nx=True, px=_ms(lease)))
+            return bool(self._acquire_script(keys=[full_key], args=[owner, _ms(lease)]))
 
     def _lock_renew(self, full_key: str, owner: str, lease: float) -> bool:
         with self._guard():
