@@ -83,7 +83,13 @@ class CircuitBreaker:
     def record_success(self, latency: float = 0.0) -> None:
         """A call answered after ``latency`` seconds."""
         healthy = latency <= self._threshold
-        if healthy and self._calm():
+        if (
+            healthy
+            and self._opened_at is None
+            and not self._consecutive
+            and not self._slow_run
+            and not self._trial_running
+        ):
             # The hot path, lock-free: deque appends are atomic, and a lost count only delays
             # the next recompute of the threshold.
             self._healthy.append(latency)
@@ -98,14 +104,6 @@ class CircuitBreaker:
                 return
             self._closed_by_health()
             self._healthy.append(latency)
-
-    def _calm(self) -> bool:
-        return (
-            self._opened_at is None
-            and not self._consecutive
-            and not self._slow_run
-            and not self._trial_running
-        )
 
     def _recompute(self) -> None:
         self._since_recompute = 0

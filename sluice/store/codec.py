@@ -157,7 +157,17 @@ def _check_json_budget(body: bytes) -> None:
         )
 
 
+#: Deflate expands at most 1032:1, so a body this short cannot inflate past the limit and is
+#: inflated in one call (the streaming inflater below costs more per payload).
+_SHORT_ZLIB = MAX_DECOMPRESSED_BYTES // 1032
+
+
 def _inflate(body: bytes | memoryview) -> bytes:
+    if len(body) <= _SHORT_ZLIB:
+        try:
+            return zlib.decompress(body)
+        except zlib.error as exc:
+            raise CodecError(f"corrupt or truncated compressed payload: {exc}") from exc
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(body, MAX_DECOMPRESSED_BYTES)
