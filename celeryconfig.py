@@ -34,6 +34,9 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 event_serializer = "json"
+# A message that bypassed submit_task and cannot be decoded (nested too deeply for the pool to pickle,
+# not JSON) is dead-lettered raw by this consumer, never dropped, never fatal to the worker.
+worker_consumer = "sluice.workers.poison:PoisonSafeConsumer"
 
 # A task is acknowledged after it ran, and redelivered if its worker dies mid-task.
 task_acks_late = True
@@ -43,6 +46,10 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 task_track_started = True
 task_send_sent_event = True
 worker_send_task_events = True
+
+# Chord unlock polls (result backends without native chords, such as the embedded SQLite one):
+# Celery's 1 s would add up to a second to every short batch.
+result_chord_retry_interval = 0.2
 
 # Declared from sluice's own policy (``sluice.workers.brokers``): on RabbitMQ one durable classic
 # queue with x-max-priority carries the four priority levels, because RabbitMQ orders by priority
