@@ -7,7 +7,6 @@ Configuration comes from the top-level :mod:`celeryconfig` module, itself derive
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from celery import Celery
 
@@ -34,18 +33,15 @@ def _prepare_embedded_dirs() -> None:
 
 _prepare_embedded_dirs()
 
-#: Signal receivers every process needs, producers included (publish hooks), not only workers:
-#: imported by name once the app's configuration is first read, so this module depends on none.
+#: Signal receivers every process needs, producers included (publish hooks), not only workers.
+#: Imported by name with the app, before Celery builds its task sender (which takes the publish
+#: signals' receiver lists once: a receiver connected later was not always called).
 SIGNAL_MODULES = ["sluice.monitoring.queuewait"]
 
 app = Celery("sluice", include=TASK_MODULES)
 app.config_from_object(celeryconfig)
-
-
-@app.on_after_configure.connect
-def _connect_signal_modules(**_: Any) -> None:
-    for module in SIGNAL_MODULES:
-        importlib.import_module(module)
+for _module in SIGNAL_MODULES:
+    importlib.import_module(_module)
 
 
 __all__ = ["app"]

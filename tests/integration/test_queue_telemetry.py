@@ -39,6 +39,8 @@ def cluster(
         "SLUICE_KEY_PREFIX": key_prefix,
         "SLUICE_DATABASE_URL": pg_schema,
         "SLUICE_HANDLER_MODULES": "tests.worker_handlers",
+        # No watchdog canaries during the measurement: they are real waits the truth does not know.
+        "SLUICE_WATCHDOG_INTERVAL": "3600",
     }
     env = service_env(tmp_path, **settings)
     with settings_env(reconfigure_celery=True, **settings):
