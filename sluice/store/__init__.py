@@ -10,7 +10,7 @@ import os
 import threading
 
 from sluice.settings import Settings, get_settings
-from sluice.store.base import Store, StoreLock, Subscription, TokenGrant
+from sluice.store.base import Quota, QuotaGrant, Store, StoreLock, Subscription, TokenGrant
 from sluice.store.codec import MAX_DECOMPRESSED_BYTES, Codec
 from sluice.store.counters import BufferedCounters
 from sluice.store.disk import DiskStore
@@ -18,6 +18,8 @@ from sluice.store.redis import RedisStore
 
 __all__ = [
     "MAX_DECOMPRESSED_BYTES",
+    "Quota",
+    "QuotaGrant",
     "BufferedCounters",
     "Codec",
     "DiskStore",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import traceback
 from collections import defaultdict
@@ -24,6 +23,7 @@ from celery_batches import Batches, SimpleRequest
 from sluice.celery import app
 from sluice.errors import InvalidInput, SluiceError, TaskFailed
 from sluice.monitoring.recorder import observe_task
+from sluice.retrying import backoff_with_jitter
 from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.handlers import TaskHandler, registry, run_maybe_async
@@ -39,9 +39,9 @@ ensure_handlers_loaded()
 
 
 def backoff_seconds(handler: TaskHandler, attempt: int) -> float:
-    """Exponential backoff with full jitter for retry number ``attempt`` (0-based)."""
-    ceiling = min(handler.backoff_max, handler.backoff * (2**attempt), get_settings().max_countdown)
-    return random.uniform(ceiling / 2, ceiling)
+    """Exponential backoff with jitter for retry number ``attempt`` (0-based)."""
+    cap = min(handler.backoff_max, get_settings().max_countdown)
+    return backoff_with_jitter(attempt, handler.backoff, cap)
 
 
 def _level(meta: dict[str, Any], handler: TaskHandler) -> Priority:
