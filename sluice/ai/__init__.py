@@ -1,10 +1,13 @@
 """AI providers behind one protocol: the offline :class:`LocalProvider` and :class:`OpenAIProvider`.
 
-``get_provider()`` builds the one the settings select (``SLUICE_AI_PROVIDER``, default ``local``).
+``get_provider()`` builds the one the settings select (``SLUICE_AI_PROVIDER``, default ``local``);
+a hosted provider comes under cluster-wide :class:`Admission` control (``SLUICE_AI_LIMITS``, and
+the pause on 429).
 """
 
 from __future__ import annotations
 
+from sluice.ai.admission import Admission, Ticket, count_tokens, request_tokens
 from sluice.ai.base import (
     SEVERITIES,
     AIProvider,
@@ -27,6 +30,7 @@ __all__ = [
     "RULES",
     "SEVERITIES",
     "AIProvider",
+    "Admission",
     "AnalysisResult",
     "Completion",
     "EmbeddingResult",
@@ -34,10 +38,14 @@ __all__ = [
     "LocalProvider",
     "OpenAIProvider",
     "Rule",
+    "Ticket",
     "Usage",
+    "admission_for",
+    "count_tokens",
     "detect_language",
     "get_provider",
     "normalize_language",
+    "request_tokens",
     "select_rules",
 ]
 
@@ -62,7 +70,23 @@ def get_provider(settings: Settings | None = None) -> AIProvider:
             embedding_model=settings.ai_embedding_model,
             timeout=settings.ai_timeout,
             max_retries=settings.ai_max_retries,
+            admission=admission_for("openai", settings),
         )
     raise ConfigurationError(
         f"SLUICE_AI_PROVIDER={settings.ai_provider!r} must be one of: local, openai"
+    )
+
+
+def admission_for(provider: str, settings: Settings | None = None) -> Admission:
+    """Admission control of ``provider`` with the limits and prices of ``settings``.
+
+    A reservation's lease outlasts the longest call the provider settings allow (every attempt
+    timing out), so only a dead worker's reservation ever lapses.
+    """
+    settings = settings or get_settings()
+    return Admission(
+        provider,
+        settings.ai_limits,
+        settings.prices,
+        lease=settings.ai_timeout * (settings.ai_max_retries + 1) + 60.0,
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sluice.errors import ConfigurationError, InvalidInput
+from sluice.errors import InvalidInput
+from sluice.pricing import DEFAULT_PRICES, cost_usd, price_table
 from sluice.settings import env_number
 
 ANALYSIS, EMBEDDING, RESPONSE = "analysis", "embedding", "response"
@@ -28,16 +28,6 @@ EVENTS = (
     "stampede_waits",
     "cost_saved_micro_usd",
 )
-
-#: USD per 1,000 (prompt, completion) tokens; override with SLUICE_CACHE_PRICES (JSON).
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4": (0.03, 0.06),
-    "gpt-4o": (0.0025, 0.01),
-    "gpt-4o-mini": (0.00015, 0.0006),
-    "text-embedding-3-small": (0.00002, 0.0),
-    "text-embedding-3-large": (0.00013, 0.0),
-    "sluice-local-1": (0.0, 0.0),
-}
 
 
 def check_content_type(content_type: str) -> str:
@@ -102,7 +92,7 @@ class CacheConfig:
             return self.price_per_call_usd
         prompt = float(usage.get("prompt_tokens") or 0)
         completion = float(usage.get("completion_tokens") or 0)
-        return (prompt * price[0] + completion * price[1]) / 1000
+        return cost_usd(price, prompt, completion)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CacheConfig:
@@ -124,18 +114,5 @@ class CacheConfig:
         for variable, (name, kind, minimum) in numeric.items():
             if env.get(variable, "").strip():
                 overrides[name] = env_number(env, variable, getattr(cls, name), kind, minimum)
-        prices_raw = env.get("SLUICE_CACHE_PRICES", "").strip()
-        if prices_raw:
-            overrides["prices"] = {**DEFAULT_PRICES, **_parse_prices(prices_raw)}
+        overrides["prices"] = price_table(env)
         return replace(cls(), **overrides)
-
-
-def _parse_prices(raw: str) -> dict[str, tuple[float, float]]:
-    try:
-        data = json.loads(raw)
-        return {str(m): (float(p[0]), float(p[1])) for m, p in data.items()}
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        raise ConfigurationError(
-            f"SLUICE_CACHE_PRICES={raw!r} must be JSON like "
-            '{"gpt-4o": [0.0025, 0.01]} (USD per 1K prompt and completion tokens)'
-        ) from None

@@ -18,11 +18,11 @@ from sluice.store.redis import RedisStore
 
 __all__ = [
     "MAX_DECOMPRESSED_BYTES",
-    "Quota",
-    "QuotaGrant",
     "BufferedCounters",
     "Codec",
     "DiskStore",
+    "Quota",
+    "QuotaGrant",
     "RedisStore",
     "Store",
     "StoreLock",

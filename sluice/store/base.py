@@ -60,7 +60,9 @@ class Quota:
     def __post_init__(self) -> None:
         for name in ("requests", "tokens", "cost_per_day"):
             value = getattr(self, name)
-            if value is not None and (not _is_real(value) or not math.isfinite(value) or value <= 0):
+            if value is not None and (
+                not _is_real(value) or not math.isfinite(value) or value <= 0
+            ):
                 raise InvalidInput(f"quota {name} must be a positive number or None, got {value!r}")
         _check_ttl(self.window, "window")
 
@@ -229,7 +231,9 @@ class Store(ABC):
         if not _is_real(share) or not 0 < share <= 1:
             raise InvalidInput(f"share must be in (0, 1], got {share!r}")
         lease = _check_ttl(lease, "lease")
-        return self._reserve_quota(full, reservation, quota, float(tokens), float(cost), share, lease)
+        return self._reserve_quota(
+            full, reservation, quota, float(tokens), float(cost), share, lease
+        )
 
     def settle_quota(
         self, key: str, reservation: str, quota: Quota, *, tokens: float, cost: float

@@ -99,7 +99,10 @@ class Ledger:
         """Seconds until entries holding at least ``excess`` (requests, or column ``index``)
         leave the window; an unsettled entry is assumed to settle now and count a window more."""
         releases = sorted(
-            (entry[0] + window if entry[4] else now + window, 1.0 if index is None else entry[index])
+            (
+                entry[0] + window if entry[4] else now + window,
+                1.0 if index is None else entry[index],
+            )
             for entry in self.entries.values()
         )
         freed = 0.0
@@ -109,7 +112,9 @@ class Ledger:
                 return max(0.0, at - now)
         return window
 
-    def settle(self, now: float, reservation: str, quota: Quota, tokens: float, cost: float) -> None:
+    def settle(
+        self, now: float, reservation: str, quota: Quota, tokens: float, cost: float
+    ) -> None:
         self.expire(now, quota.window)
         self.entries[reservation] = [now, 0.0, tokens, 0.0, 1.0]
         self.spent += cost

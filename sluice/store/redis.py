@@ -404,7 +404,7 @@ class RedisStore(Store):
             for cap in (quota.requests, quota.tokens, quota.cost_per_day)
         ]
         args = [op, reservation, repr(quota.window), *caps, repr(tokens), repr(cost)]
-        args += [repr(share), repr(lease), repr(DAY), repr(PENDING_RECHECK), _ms(LEDGER_TTL)]
+        args += [repr(share), repr(lease), repr(DAY), repr(PENDING_RECHECK), str(_ms(LEDGER_TTL))]
         with self._guard():
             granted, wait, reason, requests, used, spent, pending = self._quota_script(
                 keys=[full_key], args=args

@@ -21,10 +21,11 @@ from celery.exceptions import Ignore
 from celery_batches import Batches, SimpleRequest
 
 from sluice.celery import app
-from sluice.errors import InvalidInput, SluiceError, TaskFailed
+from sluice.errors import InvalidInput, RetryLater, SluiceError, TaskFailed
 from sluice.monitoring.recorder import observe_task
 from sluice.retrying import backoff_with_jitter
 from sluice.settings import get_settings
+from sluice.taskcontext import current_priority
 from sluice.workers import stats
 from sluice.workers.handlers import TaskHandler, registry, run_maybe_async
 from sluice.workers.loading import ensure_handlers_loaded
@@ -111,11 +112,20 @@ def _take_token(task: Task, handler: TaskHandler, name: str, args: tuple[Any, ..
         if task.request.is_eager:  # inline mode: the caller's thread is the only slot there is
             time.sleep(wait)
             continue
-        # Same id, same retry count: a rate-limit wait is not a failed attempt.
-        task.signature_from_request(
-            task.request, args, {}, countdown=wait, retries=task.request.retries
-        ).apply_async()
+        _publish_later(task, args, RetryLater(wait, f"rate limit {handler.rate_limit}"))
         raise Ignore()
+
+
+def _publish_later(task: Task, args: tuple[Any, ...], wait: RetryLater) -> None:
+    """Publish the task's message again for ``wait.wait_seconds`` from now, at its priority.
+
+    Same id, same retry count: waiting for a limit is not a failed attempt.
+    """
+    countdown = min(wait.wait_seconds, get_settings().max_countdown)
+    log.info("task %s waits %.2fs: %s", task.request.id, countdown, wait.reason)
+    task.signature_from_request(
+        task.request, args, {}, countdown=countdown, retries=task.request.retries
+    ).apply_async()
 
 
 #: How long a task waits to try again when even its dead-letter entry could not be written.
@@ -164,10 +174,18 @@ def run_handler(
     level = _level(meta, handler)
     _take_token(self, handler, name, (name, payload, meta))
     stats.adjust_running(1)
+    priority = current_priority.set(int(level))
     try:
         with observe_task(level.queue, name):
             result = run_maybe_async(handler.execute(payload))
         json.dumps(result)  # a result Celery cannot store is a handler bug: fail it here, visibly
+    except RetryLater as wait:
+        stats.record("rate_limited", level.queue, name)
+        if self.request.is_eager:  # inline mode: the caller's thread is the only slot there is
+            time.sleep(min(wait.wait_seconds, get_settings().max_countdown))
+            return self.run(name, payload, meta)
+        _publish_later(self, (name, payload, meta), wait)
+        raise Ignore() from None
     except Exception as exc:
         attempt = self.request.retries + 1
         meta["history"] = [*meta.get("history", []), _attempt_record(attempt, exc)][-HISTORY_LIMIT:]
@@ -180,6 +198,7 @@ def run_handler(
             ) from exc
         raise _give_up(self, name, payload, meta, exc, attempt) from exc
     finally:
+        current_priority.reset(priority)
         stats.adjust_running(-1)
     stats.record("completed", level.queue, name)
     return result
@@ -214,6 +233,13 @@ def retry_alone(
 ) -> Any:
     """Send one failed batch item through :func:`run_handler` (attempt 1 already used)."""
     handler = registry.get(name)
+    if isinstance(exc, RetryLater):  # not a failure: run it alone once the wait is over
+        return run_handler.apply_async(
+            (name, payload, meta),
+            task_id=task_id,
+            countdown=min(exc.wait_seconds, get_settings().max_countdown),
+            **route(_level(meta, handler)),
+        )
     meta = {**meta, "history": [_attempt_record(1, exc)]}
     level = _level(meta, handler)
     if handler.max_retries < 1:
