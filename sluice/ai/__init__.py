@@ -83,10 +83,14 @@ def admission_for(provider: str, settings: Settings | None = None) -> Admission:
     A reservation's lease outlasts the longest call the provider settings allow (every attempt
     timing out), so only a dead worker's reservation ever lapses.
     """
+    from sluice.store import get_store
+
     settings = settings or get_settings()
+    chosen = settings
     return Admission(
         provider,
         settings.ai_limits,
         settings.prices,
+        store=lambda: get_store(chosen),
         lease=settings.ai_timeout * (settings.ai_max_retries + 1) + 60.0,
     )
