@@ -81,6 +81,8 @@ class Settings:
     ai_timeout: float = 60.0
     ai_max_retries: int = 4
     ai_limits: tuple[AILimit, ...] = ()
+    #: The sliding window rpm and tpm count over; 60 s means what the names say (tests shorten it).
+    ai_limit_window: float = 60.0
     #: The price table (``SLUICE_CACHE_PRICES`` over the defaults) as ``(model, (prompt, completion))``
     #: USD per 1K tokens; a tuple so settings stay hashable (see :attr:`prices`).
     ai_prices: tuple[tuple[str, tuple[float, float]], ...] = tuple(DEFAULT_PRICES.items())
@@ -311,6 +313,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ai_max_retries=env_number(env, "SLUICE_AI_MAX_RETRIES", 4, int, 0),
         ai_limits=parse_ai_limits(env.get("SLUICE_AI_LIMITS", ""), prices),
         ai_prices=tuple(prices.items()),
+        ai_limit_window=env_number(env, "SLUICE_AI_LIMIT_WINDOW", 60.0, float, 0.1),
         max_file_bytes=env_number(env, "SLUICE_MAX_FILE_BYTES", 1_048_576, int, 1),
         worker_concurrency=env_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
         task_timeout=env_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),

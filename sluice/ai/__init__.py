@@ -93,4 +93,5 @@ def admission_for(provider: str, settings: Settings | None = None) -> Admission:
         settings.prices,
         store=lambda: get_store(chosen),
         lease=settings.ai_timeout * (settings.ai_max_retries + 1) + 60.0,
+        window=settings.ai_limit_window,
     )

@@ -165,6 +165,7 @@ class Admission:
     :param prices: the price table (USD per 1K prompt and completion tokens by model).
     :param store: the shared store, or a callable returning it (default: the process's store).
     :param lease: seconds a reservation holds if its call is neither settled nor released.
+    :param window: seconds ``rpm`` and ``tpm`` are counted over (a minute, except in tests).
     """
 
     def __init__(
@@ -174,6 +175,7 @@ class Admission:
         prices: Mapping[str, tuple[float, float]],
         store: Store | Callable[[], Store] | None = None,
         lease: float = 600.0,
+        window: float = 60.0,
     ) -> None:
         if not math.isfinite(lease) or lease <= 0:
             raise InvalidInput(f"lease must be a positive number of seconds, got {lease!r}")
@@ -185,7 +187,12 @@ class Admission:
                 continue
             if limit.model not in prices:
                 raise InvalidInput(f"no price for {limit.model!r}; add it to SLUICE_CACHE_PRICES")
-            quota = Quota(requests=limit.rpm, tokens=limit.tpm, cost_per_day=limit.usd_per_day)
+            quota = Quota(
+                requests=limit.rpm,
+                tokens=limit.tpm,
+                cost_per_day=limit.usd_per_day,
+                window=window,
+            )
             self.limits[limit.model] = ModelLimit(quota, limit.reserve, prices[limit.model])
         if store is None:
             from sluice.store import get_store
