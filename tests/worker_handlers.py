@@ -133,7 +133,28 @@ class LimitedHandler(TaskHandler):
         return {"id": payload["id"], "at": time.time()}
 
 
+class AICallHandler(TaskHandler):
+    """One chat call through the configured provider (so under admission control); no retries,
+    so any failure would be a dead letter. Records its run like :class:`RecordHandler`."""
+
+    max_retries = 0
+
+    @property
+    def task_name(self) -> str:
+        return "t_ai_call"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from sluice.ai import get_provider
+
+        completion = get_provider().complete(
+            [{"role": "user", "content": payload["text"]}], max_tokens=int(payload["max_tokens"])
+        )
+        record_run(payload)
+        return {"id": payload["id"], "tokens": completion.usage.total_tokens}
+
+
 for _handler in (
+    AICallHandler(),
     RecordHandler(),
     PoisonHandler(),
     ChunkHandler(),

@@ -7,7 +7,10 @@ the pause on 429).
 
 from __future__ import annotations
 
-from sluice.ai.admission import Admission, Ticket, count_tokens, request_tokens
+import functools
+from collections.abc import Callable
+
+from sluice.ai.admission import STATS_KEY, Admission, Ticket, count_tokens, request_tokens
 from sluice.ai.base import (
     SEVERITIES,
     AIProvider,
@@ -23,6 +26,7 @@ from sluice.ai.openai import OpenAIProvider
 from sluice.ai.rules import CATEGORIES, RULES, Rule, select_rules
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
+from sluice.store import BufferedCounters, Store, get_store
 
 __all__ = [
     "CATEGORIES",
@@ -83,15 +87,24 @@ def admission_for(provider: str, settings: Settings | None = None) -> Admission:
     A reservation's lease outlasts the longest call the provider settings allow (every attempt
     timing out), so only a dead worker's reservation ever lapses.
     """
-    from sluice.store import get_store
-
     settings = settings or get_settings()
-    chosen = settings
     return Admission(
         provider,
         settings.ai_limits,
         settings.prices,
-        store=lambda: get_store(chosen),
+        store=_store_of(settings),
         lease=settings.ai_timeout * (settings.ai_max_retries + 1) + 60.0,
         window=settings.ai_limit_window,
+        stats=_admission_stats(settings),
     )
+
+
+def _store_of(settings: Settings) -> Callable[[], Store]:
+    return lambda: get_store(settings)
+
+
+@functools.cache
+def _admission_stats(settings: Settings) -> BufferedCounters:
+    """One counter buffer per process and settings: providers are built per task, counts are not
+    dropped with them."""
+    return BufferedCounters.in_hash(_store_of(settings), STATS_KEY)

@@ -166,6 +166,8 @@ class Admission:
     :param store: the shared store, or a callable returning it (default: the process's store).
     :param lease: seconds a reservation holds if its call is neither settled nor released.
     :param window: seconds ``rpm`` and ``tpm`` are counted over (a minute, except in tests).
+    :param stats: where to count events (default: a buffer of its own on ``store``); pass one that
+        lives as long as the process when admissions are short-lived, so no count is dropped.
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class Admission:
         store: Store | Callable[[], Store] | None = None,
         lease: float = 600.0,
         window: float = 60.0,
+        stats: BufferedCounters | None = None,
     ) -> None:
         if not math.isfinite(lease) or lease <= 0:
             raise InvalidInput(f"lease must be a positive number of seconds, got {lease!r}")
@@ -199,7 +202,7 @@ class Admission:
 
             store = get_store
         self._store = store if callable(store) else (lambda: store)
-        self.stats = BufferedCounters.in_hash(self._store, STATS_KEY)
+        self.stats = stats or BufferedCounters.in_hash(self._store, STATS_KEY)
 
     def __repr__(self) -> str:
         return f"Admission({self.name!r}, models={sorted(self.limits)})"
