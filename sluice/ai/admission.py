@@ -57,6 +57,8 @@ EVENTS = (
     "probes",
     "paused_ms",
 )
+#: Why an admission was refused (``refused_<reason>`` events).
+REFUSAL_REASONS = ("requests", "tokens", "cost", "paused")
 #: The documented estimate for models without an offline tokenizer: UTF-8 bytes per token. English
 #: prose averages about 4; code and non-Latin text run denser, so 3 over-reserves slightly.
 BYTES_PER_TOKEN_ESTIMATE = 3
@@ -331,6 +333,50 @@ class Admission:
         """The model's ledger now (window usage, spent and pending cost)."""
         limit = self.limits[model]
         return self.store.quota_state(self.ledger_key(model), limit.quota)
+
+    def report(self) -> dict[str, Any]:
+        """Cluster-wide state and counters, JSON-ready (``sluice stats`` and Prometheus).
+
+        ``models`` has one entry per limited model, and per model any event was counted for:
+        its limits, what the current window and today's budget hold, and its counters.
+        """
+        totals, _ = self.stats.totals()
+        prefix = f"{self.name}/"
+        counted = {
+            field.split(":", 1)[0][len(prefix) :] for field in totals if field.startswith(prefix)
+        }
+        models: dict[str, Any] = {}
+        for model in sorted(set(self.limits) | counted):
+            scope = self._scope(model)
+            entry: dict[str, Any] = {
+                event: totals[f"{scope}:{event}"]
+                for event in EVENTS
+                if not event.startswith("refused_")
+            }
+            entry["refused"] = {
+                reason: totals[f"{scope}:refused_{reason}"] for reason in REFUSAL_REASONS
+            }
+            limit = self.limits.get(model)
+            if limit is not None:
+                quota, state = limit.quota, self.usage(model)
+                entry["limits"] = {
+                    "rpm": quota.requests,
+                    "tpm": quota.tokens,
+                    "usd_per_day": quota.cost_per_day,
+                    "reserve": limit.reserve,
+                    "window_seconds": quota.window,
+                }
+                entry["window"] = {"requests": state.requests, "tokens": state.tokens}
+                spent = state.cost_spent + state.cost_pending
+                entry["budget"] = {
+                    "spent_usd": state.cost_spent,
+                    "pending_usd": state.cost_pending,
+                    "remaining_usd": (
+                        None if quota.cost_per_day is None else max(0.0, quota.cost_per_day - spent)
+                    ),
+                }
+            models[model] = entry
+        return {"models": models, "paused_for_seconds": self.store.ttl(self.pause_key) or 0.0}
 
 
 def _spread(wait: float) -> float:

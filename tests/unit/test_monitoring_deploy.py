@@ -23,6 +23,7 @@ REQUIRED_ALERTS = GUIDE_ALERTS | {
     "WorkersDown",
     "RateLimiterSaturated",
     "CDNPurgeFailures",
+    "AIBudgetNearlySpent",
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "rate", "increase", "delta", "histogram_quantile", "by", "without", "and",
