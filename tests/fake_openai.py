@@ -3,11 +3,12 @@
 The hosted LLM cannot run here, so tests that exercise the OpenAI-compatible provider (directly, or
 through workers in other processes) talk to this instead.
 
-Like the real API it counts tokens and enforces limits when given them (:attr:`FakeOpenAI.tpm`,
-:attr:`FakeOpenAI.rpm`): prompt tokens are counted with OpenAI's tokenizer (``bpe-openai``), the
-answer takes ``min(max_tokens, completion_tokens)`` tokens, and a request that would take the last
-60 seconds' tokens or requests past a limit is answered 429 with ``Retry-After`` (whole seconds
-until enough of the window frees) and counted in :attr:`FakeOpenAI.rejected`.
+Like the real API it counts tokens and enforces limits per model when given them
+(:attr:`FakeOpenAI.tpm`, :attr:`FakeOpenAI.rpm`): prompt tokens are counted with OpenAI's
+tokenizer (``bpe-openai``), the answer takes ``min(max_tokens, completion_tokens)`` tokens, and a
+request that would take the last :attr:`FakeOpenAI.window` seconds' tokens or requests past a limit
+is answered 429 with ``Retry-After`` (whole seconds until enough of the window frees) and counted
+in :attr:`FakeOpenAI.rejected`.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class FakeOpenAI(ThreadingHTTPServer):
         #: Tokens an answer takes when ``max_tokens`` allows (with limits set).
         self.completion_tokens = 50
         self.rejected = 0
-        self.used: deque[tuple[float, int]] = deque()
+        #: Per model, like OpenAI: ``(arrival, tokens)`` of the calls in the window.
+        self.used: dict[str, deque[tuple[float, int]]] = {}
         self.lock = threading.Lock()
 
     @property
@@ -86,20 +88,21 @@ class FakeOpenAI(ThreadingHTTPServer):
         }
         now = time.monotonic()
         with self.lock:
-            while self.used and self.used[0][0] + self.window <= now:
-                self.used.popleft()
-            tokens = sum(amount for _, amount in self.used)
+            used = self.used.setdefault(str(body.get("model")), deque())
+            while used and used[0][0] + self.window <= now:
+                used.popleft()
+            tokens = sum(amount for _, amount in used)
             over_tokens = self.tpm is not None and tokens + prompt + completion > self.tpm
-            over_requests = self.rpm is not None and len(self.used) + 1 > self.rpm
+            over_requests = self.rpm is not None and len(used) + 1 > self.rpm
             if not (over_tokens or over_requests):
-                self.used.append((now, prompt + completion))
+                used.append((now, prompt + completion))
                 return None, usage
             self.rejected += 1
             # Retry-After: when enough of the window will have expired for this request to fit.
             need_tokens = tokens + prompt + completion - (self.tpm or 0) if over_tokens else 0
-            need_requests = len(self.used) + 1 - (self.rpm or 0) if over_requests else 0
+            need_requests = len(used) + 1 - (self.rpm or 0) if over_requests else 0
             freed_tokens, freed_requests, wait = 0, 0, self.window
-            for at, amount in self.used:
+            for at, amount in used:
                 freed_tokens, freed_requests = freed_tokens + amount, freed_requests + 1
                 if freed_tokens >= need_tokens and freed_requests >= need_requests:
                     wait = at + self.window - now

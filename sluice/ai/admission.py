@@ -67,6 +67,10 @@ TOKENS_PER_MESSAGE = 4
 REPLY_PRIMING_TOKENS = 3
 #: Output tokens reserved for a chat request that does not set ``max_tokens``.
 DEFAULT_MAX_TOKENS = 4096
+#: A refused call comes back no sooner than this (plus jitter) even when its tokens free up sooner:
+#: under saturation a sliding window frees a little every instant, and a backlog re-checking every
+#: few milliseconds would spend the workers on bouncing messages.
+MIN_RETRY = 0.5
 #: A 429 without ``Retry-After`` pauses the provider this long.
 DEFAULT_PAUSE = 2.0
 #: The single probe of a pause may go out only in its last this-many seconds (or its second half).
@@ -263,10 +267,8 @@ class Admission:
         scope = self._scope(model)
         if not grant.granted:
             self.stats.incr(scope, f"refused_{grant.reason}")
-            raise RetryLater(
-                grant.wait_seconds + _spread(grant.wait_seconds),
-                f"{scope} {grant.reason} limit reached",
-            )
+            wait = max(grant.wait_seconds, MIN_RETRY)
+            raise RetryLater(wait + _spread(wait), f"{scope} {grant.reason} limit reached")
         self.stats.incr(scope, "admitted")
         self.stats.incr(scope, "tokens_reserved", tokens)
         return Ticket(self, model, reservation, prompt, output, probe)

@@ -62,9 +62,9 @@ class Ledger:
             wait_seconds=wait,
             reason=reason,
             requests=float(len(self.entries)),
-            tokens=sum(entry[2] for entry in self.entries.values()),
+            tokens=float(sum(entry[2] for entry in self.entries.values())),
             cost_spent=self.spent,
-            cost_pending=pending,
+            cost_pending=float(pending),
         )
 
     def reserve(
