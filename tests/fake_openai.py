@@ -48,6 +48,9 @@ class Recorded:
     at: float
     path: str
     body: dict[str, Any]
+    #: The reply's status and reported usage, set once it is chosen (0 and None until then).
+    status: int = 0
+    usage: dict[str, int] | None = None
 
 
 class FakeOpenAI(ThreadingHTTPServer):
@@ -150,7 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
-        self.server.requests.append(Recorded(time.monotonic(), self.path, body))
+        recorded = Recorded(time.monotonic(), self.path, body)
+        self.server.requests.append(recorded)
         auth = self.headers.get("Authorization", "")
         if auth != f"Bearer {KEY}":
             # Like OpenAI, echo the rejected key: the client must redact it.
@@ -164,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             reply = self.server.default_reply(self.path, body)
             reply.delay = self.server.latency
+        recorded.status = reply.status
+        if isinstance(reply.body, dict) and isinstance(reply.body.get("usage"), dict):
+            recorded.usage = reply.body["usage"]
         time.sleep(reply.delay)
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         try:
@@ -186,9 +193,10 @@ def _usage_of(path: str, body: dict[str, Any], completion_tokens: int) -> tuple[
     import bpe_openai
 
     try:
-        encoding = bpe_openai.encoding_for_model(body.get("model", ""))
-    except bpe_openai.UnsupportedModelError:
-        encoding = bpe_openai.get_encoding("o200k_base")
+        name = bpe_openai.encoding_name_for_model(body.get("model", ""))
+    except KeyError:
+        name = "o200k_base"
+    encoding = bpe_openai.get_encoding(name)
 
     def count(text: object) -> int:
         return len(encoding.encode_ordinary(text if isinstance(text, str) else ""))

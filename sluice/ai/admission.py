@@ -27,6 +27,7 @@ import functools
 import logging
 import math
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,8 +84,8 @@ def _encoding(model: str) -> Any | None:
     import bpe_openai
 
     try:
-        return bpe_openai.encoding_for_model(model)
-    except (bpe_openai.UnsupportedModelError, KeyError, ValueError):
+        return bpe_openai.get_encoding(bpe_openai.encoding_name_for_model(model))
+    except (bpe_openai.TokenizerError, KeyError, ValueError):
         return None
 
 
@@ -276,13 +277,14 @@ class Admission:
     def _check_pause(self, model: str) -> bool:
         """Raise RetryLater while the provider is paused, except for the one probe; True for it."""
         store = self.store
-        remaining = store.ttl(self.pause_key)
-        if remaining is None:
+        info = store.get(self.pause_key)  # one round trip on the hot path; absent unless paused
+        if not isinstance(info, dict):
             return False
-        info = store.get(self.pause_key) or {}
-        duration = float(info.get("seconds", remaining)) if isinstance(info, dict) else remaining
-        if remaining <= min(PROBE_LEAD, duration / 2) and store.add(
-            f"{self.pause_key}:probe", secrets.token_hex(8), ttl=max(remaining, 0.001)
+        remaining = float(info["until"]) - time.time()
+        if remaining <= 0:
+            return False
+        if remaining <= min(PROBE_LEAD, float(info["seconds"]) / 2) and store.add(
+            f"{self.pause_key}:probe", secrets.token_hex(8), ttl=remaining
         ):
             self.stats.incr(self._scope(model), "probes")
             return True
@@ -318,7 +320,8 @@ class Admission:
         refused probe extends it."""
         ticket.release()
         seconds = DEFAULT_PAUSE if retry_after is None else max(retry_after, 0.001)
-        info = {"seconds": seconds}
+        # The end as wall-clock time: hosts' clocks agree far better than a pause's length.
+        info = {"seconds": seconds, "until": time.time() + seconds}
         scope = self._scope(ticket.model)
         self.stats.incr(scope, "rate_limited")
         store = self.store
@@ -378,7 +381,9 @@ class Admission:
                     ),
                 }
             models[model] = entry
-        return {"models": models, "paused_for_seconds": self.store.ttl(self.pause_key) or 0.0}
+        pause = self.store.get(self.pause_key)
+        remaining = float(pause["until"]) - time.time() if isinstance(pause, dict) else 0.0
+        return {"models": models, "paused_for_seconds": max(0.0, remaining)}
 
 
 def _spread(wait: float) -> float:
