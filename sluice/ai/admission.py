@@ -80,13 +80,19 @@ PROBE_LEAD = 1.0
 
 @functools.cache
 def _encoding(model: str) -> Any | None:
-    """The model's offline tokenizer, or None when bpe-openai has none for it."""
+    """The model's offline tokenizer, or None when bpe-openai has none for it.
+
+    A dated or suffixed name (``gpt-4o-2024-08-06``) uses its family's tokenizer (``gpt-4o``).
+    """
     import bpe_openai
 
-    try:
-        return bpe_openai.get_encoding(bpe_openai.encoding_name_for_model(model))
-    except (bpe_openai.TokenizerError, KeyError, ValueError):
-        return None
+    name = model
+    while name:
+        try:
+            return bpe_openai.get_encoding(bpe_openai.encoding_name_for_model(name))
+        except (bpe_openai.TokenizerError, KeyError, ValueError):
+            name = name.rpartition("-")[0]
+    return None
 
 
 def count_tokens(text: str, model: str) -> int:

@@ -82,7 +82,12 @@ def priority() -> Iterator[Any]:
 @settings(max_examples=50, deadline=None)
 @given(st.text(max_size=300))
 def test_known_models_are_counted_with_their_real_tokenizer(text: str) -> None:
-    for model, name in (("gpt-4o-mini", "o200k_base"), ("gpt-4", "cl100k_base")):
+    models = (
+        ("gpt-4o-mini", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-4o-2024-08-06", "o200k_base"),
+    )
+    for model, name in models:
         encoding = bpe_openai.get_encoding(name)
         assert count_tokens(text, model) == len(encoding.encode_ordinary(text))
 
