@@ -344,3 +344,21 @@ def test_get_provider_puts_openai_under_the_configured_limits(
     with pytest.raises(RetryLater):
         ask(client)  # NORMAL work may use half of 2 requests per minute
     assert len(server.requests) == 1
+
+
+def test_a_cache_hit_reserves_and_spends_nothing(store: DiskStore, server: FakeOpenAI) -> None:
+    from sluice.cache import ANALYSIS, AIResultCache, CacheKeyGenerator
+
+    control = admission(store, rpm=100, tpm=100_000, usd_per_day=1.0)
+    client = provider(server, control)
+    cache = AIResultCache(store=store, enabled=True)
+    code = "x = eval(input())\n"
+    key = CacheKeyGenerator.analysis(code, "python", None, MODEL)
+    for _ in range(3):
+        cache.sync.get_or_compute(
+            ANALYSIS, key, lambda: client.analyze(code, "python").to_dict(), model=MODEL
+        )
+    state = control.usage(MODEL)
+    assert len(server.requests) == 1 and state.requests == 1
+    first = server.requests[0].usage or {}
+    assert state.tokens == first["total_tokens"]
