@@ -191,7 +191,8 @@ def run(quick: bool = False, url: str | None = None) -> list[Measurement]:
     scale = window / 60
     tpm = 24_000  # per minute (quick mode: the same rate over its shorter window)
     cap = round(tpm * scale)
-    alone_s, mixed_s, anchor_s = (5.0, 12.0, 4.0) if quick else (30.0, 70.0, 20.0)
+    alone_s, mixed_s = (5.0, 12.0) if quick else (30.0, 70.0)
+    anchor_s = mixed_s  # the same load for as long
     # Calls take ~120 tokens: CRITICAL at 0.5/s uses ~15% of the cap, BATCH's share (80%) is
     # ~2.7 calls/s and it is submitted at 4/s, so it always has a backlog.
     critical_rate, batch_rate = 0.5, 4.0

@@ -347,12 +347,21 @@ class StoreContract:
 
     def test_quota_share_keeps_headroom_that_only_a_full_share_may_use(self, store: Store) -> None:
         quota = Quota(tokens=100)
+        # Urgent work first: it does not eat into what restricted work may use...
+        assert store.reserve_quota("q", "u1", quota, tokens=10, cost=0, share=1.0).granted
         low = [
             store.reserve_quota("q", f"l{n}", quota, tokens=20, cost=0, share=0.8) for n in range(5)
         ]
         assert [g.granted for g in low] == [True] * 4 + [False]
-        assert store.reserve_quota("q", "urgent", quota, tokens=20, cost=0, share=1.0).granted
-        assert not store.reserve_quota("q", "more", quota, tokens=1, cost=0, share=1.0).granted
+        assert low[-1].reason == "tokens" and low[-1].wait_seconds > 0
+        # ...and the rest of the limit is still there for it, but no more.
+        assert store.reserve_quota("q", "u2", quota, tokens=10, cost=0, share=1.0).granted
+        assert not store.reserve_quota("q", "u3", quota, tokens=1, cost=0, share=1.0).granted
+        # With room in the limit, restricted work may still grow back only to its share.
+        assert store.release_quota("q", "l0", quota) and store.release_quota("q", "u2", quota)
+        assert not store.reserve_quota("q", "l5", quota, tokens=21, cost=0, share=0.8).granted
+        assert store.reserve_quota("q", "l5", quota, tokens=20, cost=0, share=0.8).granted
+        assert store.quota_state("q", quota).tokens == 90
 
     def test_quota_lease_expiry_releases_a_dead_holders_reservation(self, store: Store) -> None:
         quota = Quota(requests=1, tokens=10)

@@ -9,8 +9,8 @@ the model's price. After the call, :meth:`Ticket.settle` replaces that with the 
 reported, giving back the difference; a call that failed before reaching the provider is released.
 A reservation's lease lapses if its worker dies, so nothing leaks.
 
-Work below :data:`sluice.taskcontext.URGENT_PRIORITY` may only use ``1 - reserve`` of each limit;
-HIGH and CRITICAL may use all of it. A call that does not fit raises
+Work below :data:`sluice.taskcontext.URGENT_PRIORITY` may hold at most ``1 - reserve`` of each
+limit (its own calls counted), so it saturates that share while HIGH and CRITICAL use the rest. A call that does not fit raises
 :class:`~sluice.errors.RetryLater` with the time its share will be free: workers never sleep.
 
 A 429 (or a 503 with ``Retry-After``) from the provider pauses it for the whole cluster: the first

@@ -1,8 +1,12 @@
 """The quota ledger's arithmetic, in Python, for backends that run it inside a transaction.
 
-A ledger is a set of entries ``id -> [stamp, lease_until, tokens, cost, settled]`` and the cost spent
-on the current UTC day. A settled entry counts in the sliding window until ``stamp + window``; an
-unsettled one (a reservation) counts until it is settled, released, or its lease lapses. The Redis
+A ledger is a set of entries ``id -> [stamp, lease_until, tokens, cost, settled, restricted]`` and the
+cost spent on the current UTC day. A settled entry counts in the sliding window until
+``stamp + window``; an unsettled one (a reservation) counts until it is settled, released, or its
+lease lapses. ``restricted`` marks entries reserved with a share below 1: restricted work may hold at
+most ``share`` of the window's requests and tokens (its own entries counted), every entry together at
+most all of it; the day's budget admits restricted work only while spent plus pending stays within
+``share`` of it. The Redis
 backend runs the same steps as one Lua script (``sluice.store.redis._QUOTA_*``); the store contract
 tests hold both to the same behaviour.
 """
@@ -23,7 +27,8 @@ LEDGER_TTL = 2 * DAY
 
 @dataclass
 class Ledger:
-    """A ledger's state; ``entries`` maps reservation ids to ``[stamp, until, tokens, cost, done]``."""
+    """A ledger's state: ``entries`` maps reservation ids to
+    ``[stamp, until, tokens, cost, done, restricted]``."""
 
     entries: dict[str, list[float]] = field(default_factory=dict)
     day: int = 0
@@ -79,31 +84,52 @@ class Ledger:
     ) -> QuotaGrant:
         self.expire(now, quota.window)
         current = self.state(False, 0.0, None)
-        for reason, cap, used, amount, index in (
-            ("requests", quota.requests, current.requests, 1.0, None),
-            ("tokens", quota.tokens, current.tokens, tokens, 2),
+        restricted = share < 1
+        for reason, cap, amount, index in (
+            ("requests", quota.requests, 1.0, None),
+            ("tokens", quota.tokens, tokens, 2),
         ):
-            if cap is not None and used + amount > cap * share:
-                wait = self._window_wait(now, quota.window, used + amount - cap * share, index)
-                return self.state(False, wait, reason)
+            if cap is None:
+                continue
+            limits = [(cap, False)] + ([(cap * share, True)] if restricted else [])
+            for limit, only_restricted in limits:
+                used = self._used(index, only_restricted)
+                if used + amount > limit:
+                    excess = used + amount - limit
+                    wait = self._window_wait(now, quota.window, excess, index, only_restricted)
+                    return self.state(False, wait, reason)
         if quota.cost_per_day is not None:
             budget = quota.cost_per_day * share
             if current.cost_spent + cost > budget:
                 return self.state(False, (self.day + 1) * DAY - now, "cost")
             if current.cost_spent + current.cost_pending + cost > budget:
                 return self.state(False, PENDING_RECHECK, "cost")
-        self.entries[reservation] = [now, now + lease, tokens, cost, 0.0]
+        self.entries[reservation] = [now, now + lease, tokens, cost, 0.0, float(restricted)]
         return self.state(True, 0.0, None)
 
-    def _window_wait(self, now: float, window: float, excess: float, index: int | None) -> float:
-        """Seconds until entries holding at least ``excess`` (requests, or column ``index``)
-        leave the window; an unsettled entry is assumed to settle now and count a window more."""
+    def _used(self, index: int | None, only_restricted: bool) -> float:
+        """Requests (``index`` None) or column ``index`` summed over the (restricted) entries."""
+        return float(
+            sum(
+                1.0 if index is None else entry[index]
+                for entry in self.entries.values()
+                if entry[5] or not only_restricted
+            )
+        )
+
+    def _window_wait(
+        self, now: float, window: float, excess: float, index: int | None, only_restricted: bool
+    ) -> float:
+        """Seconds until (restricted) entries holding at least ``excess`` (requests, or column
+        ``index``) leave the window; an unsettled entry is assumed to settle now and count a
+        window more."""
         releases = sorted(
             (
                 entry[0] + window if entry[4] else now + window,
                 1.0 if index is None else entry[index],
             )
             for entry in self.entries.values()
+            if entry[5] or not only_restricted
         )
         freed = 0.0
         for at, amount in releases:
@@ -116,7 +142,9 @@ class Ledger:
         self, now: float, reservation: str, quota: Quota, tokens: float, cost: float
     ) -> None:
         self.expire(now, quota.window)
-        self.entries[reservation] = [now, 0.0, tokens, 0.0, 1.0]
+        # A reservation that lapsed meanwhile is unknown: count it as restricted (the cautious side).
+        restricted = self.entries.get(reservation, [1.0] * 6)[5]
+        self.entries[reservation] = [now, 0.0, tokens, 0.0, 1.0, restricted]
         self.spent += cost
 
     def release(self, reservation: str) -> bool:

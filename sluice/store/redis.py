@@ -69,9 +69,9 @@ return value
 """
 
 # The quota ledger (sluice.store.quota.Ledger in Lua): a hash of "r:<id>" -> "stamp until tokens
-# cost done", plus "day" and "spent". ARGV: op (reserve|settle|release|state), id, window, caps
-# (requests, tokens, cost per day; "" for none), tokens, cost, share, lease, day, recheck, ttl ms.
-# Reply: granted, wait, reason, requests, tokens, spent, pending (numbers as strings).
+# cost done restricted", plus "day" and "spent". ARGV: op (reserve|settle|release|state), id,
+# window, caps (requests, tokens, cost per day; "" for none), tokens, cost, share, lease, day,
+# recheck, ttl ms. Reply: granted, wait, reason, requests, tokens, spent, pending (numbers as strings).
 _QUOTA_SCRIPT = """
 local op, rid, window = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 local cap_requests, cap_tokens, cap_cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -105,18 +105,29 @@ local function totals()
   end
   return n, tokens, pending
 end
+local function used(column, only_restricted)
+  local sum = 0
+  for _, e in pairs(entries) do
+    if e[6] == 1 or not only_restricted then
+      if column then sum = sum + e[column] else sum = sum + 1 end
+    end
+  end
+  return sum
+end
 local function save()
   redis.call('HSET', KEYS[1], 'day', num(day), 'spent', num(spent))
   redis.call('PEXPIRE', KEYS[1], ARGV[13])
 end
-local function window_wait(excess, column)
+local function window_wait(excess, column, only_restricted)
   local releases = {}
   for _, e in pairs(entries) do
-    local at = now + window
-    if e[5] == 1 then at = e[1] + window end
-    local amount = 1
-    if column then amount = e[column] end
-    releases[#releases + 1] = {at, amount}
+    if e[6] == 1 or not only_restricted then
+      local at = now + window
+      if e[5] == 1 then at = e[1] + window end
+      local amount = 1
+      if column then amount = e[column] end
+      releases[#releases + 1] = {at, amount}
+    end
   end
   table.sort(releases, function(a, b) return a[1] < b[1] end)
   local freed = 0
@@ -140,19 +151,34 @@ elseif op == 'release' then
   save()
   return reply(1, 0, '')
 elseif op == 'settle' then
-  entries[rid] = {now, 0, want_tokens, 0, 1}
+  -- A reservation that lapsed meanwhile is unknown: count it as restricted (the cautious side).
+  local restricted = 1
+  if entries[rid] then restricted = entries[rid][6] end
+  entries[rid] = {now, 0, want_tokens, 0, 1, restricted}
   spent = spent + want_cost
-  redis.call('HSET', KEYS[1], rid, num(now) .. ' 0 ' .. num(want_tokens) .. ' 0 1')
+  redis.call('HSET', KEYS[1], rid, num(now) .. ' 0 ' .. num(want_tokens) .. ' 0 1 ' .. restricted)
   save()
   return reply(1, 0, '')
 end
+local restricted = 0
+if share < 1 then restricted = 1 end
+local checks = {{'requests', cap_requests, 1, nil}, {'tokens', cap_tokens, want_tokens, 3}}
+for _, check in ipairs(checks) do
+  local reason, cap, amount, column = check[1], check[2], check[3], check[4]
+  if cap then
+    local total = used(column, false)
+    if total + amount > cap then
+      return reply(0, window_wait(total + amount - cap, column, false), reason)
+    end
+    if restricted == 1 then
+      local mine = used(column, true)
+      if mine + amount > cap * share then
+        return reply(0, window_wait(mine + amount - cap * share, column, true), reason)
+      end
+    end
+  end
+end
 local n, tokens, pending = totals()
-if cap_requests and n + 1 > cap_requests * share then
-  return reply(0, window_wait(n + 1 - cap_requests * share, nil), 'requests')
-end
-if cap_tokens and tokens + want_tokens > cap_tokens * share then
-  return reply(0, window_wait(tokens + want_tokens - cap_tokens * share, 3), 'tokens')
-end
 if cap_cost then
   local budget = cap_cost * share
   if spent + want_cost > budget then
@@ -160,9 +186,9 @@ if cap_cost then
   end
   if spent + pending + want_cost > budget then return reply(0, recheck, 'cost') end
 end
-entries[rid] = {now, now + lease, want_tokens, want_cost, 0}
-redis.call('HSET', KEYS[1], rid,
-  num(now) .. ' ' .. num(now + lease) .. ' ' .. num(want_tokens) .. ' ' .. num(want_cost) .. ' 0')
+entries[rid] = {now, now + lease, want_tokens, want_cost, 0, restricted}
+redis.call('HSET', KEYS[1], rid, num(now) .. ' ' .. num(now + lease) .. ' ' .. num(want_tokens)
+  .. ' ' .. num(want_cost) .. ' 0 ' .. restricted)
 save()
 return reply(1, 0, '')
 """
