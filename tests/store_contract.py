@@ -7,6 +7,7 @@ store from it, as separate worker processes do in production.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import threading
@@ -362,6 +363,18 @@ class StoreContract:
         assert not store.reserve_quota("q", "l5", quota, tokens=21, cost=0, share=0.8).granted
         assert store.reserve_quota("q", "l5", quota, tokens=20, cost=0, share=0.8).granted
         assert store.quota_state("q", quota).tokens == 90
+
+    def test_quota_spaces_out_the_callers_it_refuses(self, store: Store) -> None:
+        quota = Quota(tokens=100, window=60)
+        assert store.reserve_quota("q", "full", quota, tokens=100, cost=0).granted
+        waits = [
+            store.reserve_quota("q", f"w{n}", quota, tokens=10, cost=0).wait_seconds
+            for n in range(4)
+        ]
+        # Each next waiter comes back one request's share of the window (10/100 of 60 s) later.
+        assert waits[0] == pytest.approx(60, abs=0.5)
+        for earlier, later in itertools.pairwise(waits):
+            assert later - earlier == pytest.approx(6.0, abs=0.5)
 
     def test_quota_lease_expiry_releases_a_dead_holders_reservation(self, store: Store) -> None:
         quota = Quota(requests=1, tokens=10)

@@ -10,8 +10,9 @@ reported, giving back the difference; a call that failed before reaching the pro
 A reservation's lease lapses if its worker dies, so nothing leaks.
 
 Work below :data:`sluice.taskcontext.URGENT_PRIORITY` may hold at most ``1 - reserve`` of each
-limit (its own calls counted), so it saturates that share while HIGH and CRITICAL use the rest. A call that does not fit raises
-:class:`~sluice.errors.RetryLater` with the time its share will be free: workers never sleep.
+limit (its own calls counted), so it saturates that share while HIGH and CRITICAL use the rest. A
+call that does not fit raises :class:`~sluice.errors.RetryLater` with the time its share will be
+free: workers never sleep.
 
 A 429 (or a 503 with ``Retry-After``) from the provider pauses it for the whole cluster: the first
 worker to see it records the pause in the store, and every worker holds its calls until the pause

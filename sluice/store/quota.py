@@ -6,7 +6,12 @@ cost spent on the current UTC day. A settled entry counts in the sliding window 
 lease lapses. ``restricted`` marks entries reserved with a share below 1: restricted work may hold at
 most ``share`` of the window's requests and tokens (its own entries counted), every entry together at
 most all of it; the day's budget admits restricted work only while spent plus pending stays within
-``share`` of it. The Redis
+``share`` of it.
+
+Refused callers are spaced out: each refusal of a class (restricted or not) is told to come back at
+the later of "when the window frees enough" and the class's cursor, which then moves on by the time
+the limit takes to free that request's share (``amount * window / limit``). A backlog of waiters so
+returns about as fast as capacity frees, instead of all at once to be refused again. The Redis
 backend runs the same steps as one Lua script (``sluice.store.redis._QUOTA_*``); the store contract
 tests hold both to the same behaviour.
 """
@@ -33,20 +38,24 @@ class Ledger:
     entries: dict[str, list[float]] = field(default_factory=dict)
     day: int = 0
     spent: float = 0.0
+    #: When the next refused caller of each class (``"0"`` any, ``"1"`` restricted) may come back.
+    cursors: dict[str, float] = field(default_factory=dict)
 
     def to_data(self) -> dict[str, object]:
-        return {"e": self.entries, "d": self.day, "s": self.spent}
+        return {"e": self.entries, "d": self.day, "s": self.spent, "q": self.cursors}
 
     @classmethod
     def from_data(cls, data: dict[str, object] | None) -> Ledger:
         if not data:
             return cls()
         entries = data.get("e") or {}
-        assert isinstance(entries, dict)
+        cursors = data.get("q") or {}
+        assert isinstance(entries, dict) and isinstance(cursors, dict)
         return cls(
             {str(k): [float(x) for x in v] for k, v in entries.items()},
             int(data.get("d") or 0),  # type: ignore[call-overload]
             float(data.get("s") or 0.0),  # type: ignore[arg-type]
+            {str(k): float(v) for k, v in cursors.items()},
         )
 
     def expire(self, now: float, window: float) -> None:
@@ -97,7 +106,10 @@ class Ledger:
                 if used + amount > limit:
                     excess = used + amount - limit
                     wait = self._window_wait(now, quota.window, excess, index, only_restricted)
-                    return self.state(False, wait, reason)
+                    cursor = str(int(restricted))
+                    at = max(now + wait, self.cursors.get(cursor, 0.0))
+                    self.cursors[cursor] = at + amount * quota.window / limit
+                    return self.state(False, at - now, reason)
         if quota.cost_per_day is not None:
             budget = quota.cost_per_day * share
             if current.cost_spent + cost > budget:

@@ -69,9 +69,10 @@ return value
 """
 
 # The quota ledger (sluice.store.quota.Ledger in Lua): a hash of "r:<id>" -> "stamp until tokens
-# cost done restricted", plus "day" and "spent". ARGV: op (reserve|settle|release|state), id,
-# window, caps (requests, tokens, cost per day; "" for none), tokens, cost, share, lease, day,
-# recheck, ttl ms. Reply: granted, wait, reason, requests, tokens, spent, pending (numbers as strings).
+# cost done restricted", plus "day", "spent" and the refusal cursors "q0"/"q1".
+# ARGV: op (reserve|settle|release|state), id, window, caps (requests, tokens, cost per day; ""
+# for none), tokens, cost, share, lease, day, recheck, ttl ms.
+# Reply: granted, wait, reason, requests, tokens, spent, pending (numbers as strings).
 _QUOTA_SCRIPT = """
 local op, rid, window = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 local cap_requests, cap_tokens, cap_cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -82,11 +83,12 @@ local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local function num(x) return string.format('%.17g', x) end
 local today = math.floor(now / day_seconds)
 local raw = redis.call('HGETALL', KEYS[1])
-local entries, day, spent = {}, nil, 0
+local entries, day, spent, cursors = {}, nil, 0, {}
 for i = 1, #raw, 2 do
   local name, value = raw[i], raw[i + 1]
   if name == 'day' then day = tonumber(value)
   elseif name == 'spent' then spent = tonumber(value)
+  elseif name == 'q0' or name == 'q1' then cursors[name] = tonumber(value)
   else
     local e = {}
     for part in string.gmatch(value, '%S+') do e[#e + 1] = tonumber(part) end
@@ -166,14 +168,17 @@ local checks = {{'requests', cap_requests, 1, nil}, {'tokens', cap_tokens, want_
 for _, check in ipairs(checks) do
   local reason, cap, amount, column = check[1], check[2], check[3], check[4]
   if cap then
-    local total = used(column, false)
-    if total + amount > cap then
-      return reply(0, window_wait(total + amount - cap, column, false), reason)
-    end
-    if restricted == 1 then
-      local mine = used(column, true)
-      if mine + amount > cap * share then
-        return reply(0, window_wait(mine + amount - cap * share, column, true), reason)
+    local limits = {{cap, false}}
+    if restricted == 1 then limits[2] = {cap * share, true} end
+    for _, limit in ipairs(limits) do
+      local held = used(column, limit[2])
+      if held + amount > limit[1] then
+        local wait = window_wait(held + amount - limit[1], column, limit[2])
+        local cursor = 'q' .. restricted
+        local at = math.max(now + wait, cursors[cursor] or 0)
+        redis.call('HSET', KEYS[1], cursor, num(at + amount * window / limit[1]))
+        save()
+        return reply(0, at - now, reason)
       end
     end
   end
