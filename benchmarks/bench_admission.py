@@ -191,11 +191,11 @@ def run(quick: bool = False, url: str | None = None) -> list[Measurement]:
     scale = window / 60
     tpm = 24_000  # per minute (quick mode: the same rate over its shorter window)
     cap = round(tpm * scale)
-    alone_s, mixed_s = (5.0, 12.0) if quick else (30.0, 70.0)
+    alone_s, mixed_s = (5.0, 12.0) if quick else (60.0, 70.0)
     anchor_s = mixed_s  # the same load for as long
-    # Calls take ~120 tokens: CRITICAL at 0.5/s uses ~15% of the cap, BATCH's share (80%) is
-    # ~2.7 calls/s and it is submitted at 4/s, so it always has a backlog.
-    critical_rate, batch_rate = 0.5, 4.0
+    # Calls take ~125 tokens: CRITICAL at 0.5/s uses ~15% of the cap, BATCH's share (80%) is
+    # ~2.6 calls/s and it is submitted at 3.5/s, so it always has a backlog.
+    critical_rate, batch_rate = 0.5, 3.5
     flush(url)
     measurements: list[Measurement] = []
     with running_fake_openai(latency=LATENCY) as fake, tempfile.TemporaryDirectory() as tmp:
