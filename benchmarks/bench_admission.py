@@ -191,7 +191,7 @@ def run(quick: bool = False, url: str | None = None) -> list[Measurement]:
     scale = window / 60
     tpm = 24_000  # per minute (quick mode: the same rate over its shorter window)
     cap = round(tpm * scale)
-    alone_s, mixed_s = (5.0, 12.0) if quick else (60.0, 70.0)
+    alone_s, mixed_s = (4.0, 8.0) if quick else (60.0, 70.0)
     anchor_s = mixed_s  # the same load for as long
     # Calls take ~125 tokens: CRITICAL at 0.5/s uses ~15% of the cap, BATCH's share (80%) is
     # ~2.6 calls/s and it is submitted at 3.5/s, so it always has a backlog.
@@ -269,7 +269,7 @@ def run(quick: bool = False, url: str | None = None) -> list[Measurement]:
             # 4. budget: 64 CRITICAL calls at once against a $2 day
             for _ in range(64):
                 load.submit(BUDGET_MODEL, Priority.CRITICAL, time.time() + 30)
-            time.sleep(8)
+            time.sleep(4 if quick else 8)
             spent = sum(
                 cost_usd(BUDGET_PRICE, r.usage["prompt_tokens"], r.usage["completion_tokens"])
                 for r in list(fake.requests)
