@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sluice.errors import BackendUnavailable, CodecError, InvalidInput
 from sluice.store import Codec, DiskStore, Quota, RedisStore, Store
@@ -98,6 +100,48 @@ def _bucket_worker(spec: StoreSpec, workers: int, attempts: int) -> int:
     )
     store.close()
     return granted
+
+
+#: Random ledger operations: (op, reservation number, tokens, cost, urgent).
+QUOTA_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["reserve", "reserve", "reserve", "settle", "release"]),
+        st.integers(0, 7),
+        st.integers(0, 60),
+        st.sampled_from([0.0, 0.1, 0.25]),
+        st.booleans(),
+    ),
+    max_size=30,
+)
+PROPERTY_QUOTA = Quota(requests=6, tokens=150, cost_per_day=1.0, window=60)
+
+
+def apply_quota_ops(
+    store: Store, key: str, ops: list[tuple[str, int, int, float, bool]]
+) -> list[Any]:
+    """Run ``ops`` on ledger ``key``; return ``(op, outcome, state after it)`` for each."""
+    outcomes: list[Any] = []
+    for op, number, tokens, cost, urgent in ops:
+        rid = f"r{number}"
+        outcome: Any = None
+        if op == "reserve":
+            grant = store.reserve_quota(
+                key, rid, PROPERTY_QUOTA, tokens=tokens, cost=cost, share=1.0 if urgent else 0.8
+            )
+            outcome = (grant.granted, grant.reason)
+        elif op == "settle":
+            store.settle_quota(key, rid, PROPERTY_QUOTA, tokens=tokens // 2, cost=cost / 2)
+        else:
+            outcome = store.release_quota(key, rid, PROPERTY_QUOTA)
+        state = store.quota_state(key, PROPERTY_QUOTA)
+        totals = (
+            state.requests,
+            state.tokens,
+            round(state.cost_spent, 9),
+            round(state.cost_pending, 9),
+        )
+        outcomes.append((op, outcome, totals))
+    return outcomes
 
 
 #: A ledger 4 processes race on: the day's cost cap (10 requests of 1.0) binds first.
@@ -375,6 +419,25 @@ class StoreContract:
         assert waits[0] == pytest.approx(60, abs=0.5)
         for earlier, later in itertools.pairwise(waits):
             assert later - earlier == pytest.approx(6.0, abs=0.5)
+
+    # Each backend's subclass runs this test: a different executor on purpose.
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(ops=QUOTA_OPS)
+    def test_quota_never_grants_past_a_cap(self, store: Store, ops: list[Any]) -> None:
+        # (Settling a call nobody reserved, e.g. after its lease lapsed, may: the call happened.)
+        key = f"prop-{time.monotonic_ns()}"
+        quota = PROPERTY_QUOTA
+        for op, outcome, (requests, tokens, spent, pending) in apply_quota_ops(store, key, ops):
+            if op == "reserve" and outcome[0]:
+                assert requests <= quota.requests and tokens <= quota.tokens  # type: ignore[operator]
+                assert spent + pending <= quota.cost_per_day + 1e-9  # type: ignore[operator]
 
     def test_quota_lease_expiry_releases_a_dead_holders_reservation(self, store: Store) -> None:
         quota = Quota(requests=1, tokens=10)
