@@ -27,7 +27,8 @@ REQUIRED_ALERTS = GUIDE_ALERTS | {
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "rate", "increase", "delta", "histogram_quantile", "by", "without", "and",
-    "or", "le", "instance", "queue", "event", "table", "handler", "source", "printf",
+    "or", "le", "instance", "queue", "event", "table", "handler", "source", "printf", "model",
+    "reason",
 }  # fmt: skip
 
 
