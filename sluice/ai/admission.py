@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice.ai.base import Usage
-from sluice.errors import InvalidInput, RetryLater
+from sluice.errors import BackendUnavailable, InvalidInput, RetryLater
 from sluice.pricing import cost_usd
 from sluice.retrying import backoff_with_jitter
 from sluice.settings import AILimit
@@ -55,12 +55,13 @@ EVENTS = (
     "refused_tokens",
     "refused_cost",
     "refused_paused",
+    "refused_store",
     "rate_limited",
     "probes",
     "paused_ms",
 )
 #: Why an admission was refused (``refused_<reason>`` events).
-REFUSAL_REASONS = ("requests", "tokens", "cost", "paused")
+REFUSAL_REASONS = ("requests", "tokens", "cost", "paused", "store")
 #: The documented estimate for models without an offline tokenizer: UTF-8 bytes per token. English
 #: prose averages about 4; code and non-Latin text run denser, so 3 over-reserves slightly.
 BYTES_PER_TOKEN_ESTIMATE = 3
@@ -73,6 +74,8 @@ DEFAULT_MAX_TOKENS = 4096
 #: under saturation a sliding window frees a little every instant, and a backlog re-checking every
 #: few milliseconds would spend the workers on bouncing messages.
 MIN_RETRY = 0.5
+#: A call whose ledger cannot be reached (store outage) is held this long, then tried again.
+STORE_RETRY = 2.0
 #: A 429 without ``Retry-After`` pauses the provider this long.
 DEFAULT_PAUSE = 2.0
 #: The single probe of a pause may go out only in its last this-many seconds (or its second half).
@@ -263,16 +266,21 @@ class Admission:
                     f"limit of {cap * share:g} for this priority; lower max_tokens or the input"
                 )
         reservation = secrets.token_hex(8)
-        grant = self.store.reserve_quota(
-            self.ledger_key(model),
-            reservation,
-            quota,
-            tokens=tokens,
-            cost=cost,
-            share=share,
-            lease=self.lease,
-        )
         scope = self._scope(model)
+        try:
+            grant = self.store.reserve_quota(
+                self.ledger_key(model),
+                reservation,
+                quota,
+                tokens=tokens,
+                cost=cost,
+                share=share,
+                lease=self.lease,
+            )
+        except BackendUnavailable as exc:
+            # A limit is a promise: without the ledger, hold the call (not a failed attempt).
+            self.stats.incr(scope, "refused_store")
+            raise RetryLater(STORE_RETRY + _spread(STORE_RETRY), f"{scope}: {exc}") from None
         if not grant.granted:
             self.stats.incr(scope, f"refused_{grant.reason}")
             wait = max(grant.wait_seconds, MIN_RETRY)
@@ -284,7 +292,12 @@ class Admission:
     def _check_pause(self, model: str) -> bool:
         """Raise RetryLater while the provider is paused, except for the one probe; True for it."""
         store = self.store
-        info = store.get(self.pause_key)  # one round trip on the hot path; absent unless paused
+        try:
+            info = store.get(self.pause_key)  # one round trip on the hot path; absent unless paused
+        except BackendUnavailable as exc:
+            # Fail open: a pause only spares the provider; were it still limiting, it says 429.
+            log.warning("cannot read the %s pause (%s); calling anyway", self.name, exc)
+            return False
         if not isinstance(info, dict):
             return False
         remaining = float(info["until"]) - time.time()
@@ -305,13 +318,20 @@ class Admission:
         if limit is None or ticket.reservation is None:
             return
         cost = cost_usd(limit.price, prompt, completion)
-        self.store.settle_quota(
-            self.ledger_key(ticket.model),
-            ticket.reservation,
-            limit.quota,
-            tokens=prompt + completion,
-            cost=cost,
-        )
+        try:
+            self.store.settle_quota(
+                self.ledger_key(ticket.model),
+                ticket.reservation,
+                limit.quota,
+                tokens=prompt + completion,
+                cost=cost,
+            )
+        except BackendUnavailable as exc:
+            # The call succeeded: failing the task now would make it again. The reservation (an
+            # upper bound) stands until its lease lapses.
+            log.warning(
+                "could not settle a %s call (%s); its reservation stands", ticket.model, exc
+            )
         scope = self._scope(ticket.model)
         self.stats.incr(scope, "tokens_used", prompt + completion)
         self.stats.incr(scope, "cost_used_micro_usd", round(cost * 1e6))
@@ -319,7 +339,14 @@ class Admission:
     def _release(self, ticket: Ticket) -> None:
         limit = self.limits.get(ticket.model)
         if limit is not None and ticket.reservation is not None:
-            self.store.release_quota(self.ledger_key(ticket.model), ticket.reservation, limit.quota)
+            try:
+                self.store.release_quota(
+                    self.ledger_key(ticket.model), ticket.reservation, limit.quota
+                )
+            except BackendUnavailable as exc:
+                log.warning(
+                    "could not release a %s reservation (%s); its lease will", ticket.model, exc
+                )
 
     def rate_limited(self, ticket: Ticket, retry_after: float | None) -> RetryLater:
         """The provider refused ``ticket``'s call: release it, pause the provider cluster-wide, and
@@ -332,11 +359,16 @@ class Admission:
         scope = self._scope(ticket.model)
         self.stats.incr(scope, "rate_limited")
         store = self.store
-        if store.add(self.pause_key, info, ttl=seconds) or ticket.probe:
-            if ticket.probe:
-                store.set(self.pause_key, info, ttl=seconds)
-            self.stats.incr(scope, "paused_ms", round(seconds * 1000))
-            log.warning("%s answered 429: pausing it cluster-wide for %.3gs", self.name, seconds)
+        try:
+            if store.add(self.pause_key, info, ttl=seconds) or ticket.probe:
+                if ticket.probe:
+                    store.set(self.pause_key, info, ttl=seconds)
+                self.stats.incr(scope, "paused_ms", round(seconds * 1000))
+                log.warning(
+                    "%s answered 429: pausing it cluster-wide for %.3gs", self.name, seconds
+                )
+        except BackendUnavailable as exc:
+            log.warning("%s answered 429 but the pause cannot be recorded: %s", self.name, exc)
         return RetryLater(seconds + _spread(seconds), f"{self.name} answered 429")
 
     # -- visibility ----------------------------------------------------------------------------

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.ai import Admission, OpenAIProvider, count_tokens, get_provider, request_tokens
+from sluice.ai import Admission, OpenAIProvider, Usage, count_tokens, get_provider, request_tokens
 from sluice.ai.admission import BYTES_PER_TOKEN_ESTIMATE, DEFAULT_MAX_TOKENS
-from sluice.errors import InvalidInput, RetryLater
+from sluice.errors import BackendUnavailable, InvalidInput, RetryLater
 from sluice.pricing import DEFAULT_PRICES, cost_usd
 from sluice.settings import AILimit, load_settings
 from sluice.store import DiskStore
@@ -362,3 +362,41 @@ def test_a_cache_hit_reserves_and_spends_nothing(store: DiskStore, server: FakeO
     assert len(server.requests) == 1 and state.requests == 1
     first = server.requests[0].usage or {}
     assert state.tokens == first["total_tokens"]
+
+
+class FlakyStore:
+    """A store whose quota and value operations fail (an outage) while ``down`` is True."""
+
+    def __init__(self, store: DiskStore) -> None:
+        self.inner, self.down = store, False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name in {"get", "add", "set", "reserve_quota", "settle_quota", "release_quota"}:
+
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                if self.down:
+                    raise BackendUnavailable("store down (test)")
+                return attribute(*args, **kwargs)
+
+            return guarded
+        return attribute
+
+
+def test_a_store_outage_holds_limited_calls_and_never_fails_a_finished_one(
+    store: DiskStore, server: FakeOpenAI
+) -> None:
+    flaky = FlakyStore(store)
+    limited = admission(flaky, tpm=10_000)  # type: ignore[arg-type]
+    unlimited = Admission("openai", [], DEFAULT_PRICES, flaky)  # type: ignore[arg-type]
+    flaky.down = True
+    with pytest.raises(RetryLater, match="store down"):
+        ask(provider(server, limited))  # no ledger, no call: the limit is a promise
+    assert ask(provider(server, unlimited)).text  # the pause check fails open
+    flaky.down = False
+    ticket = limited.admit({"model": MODEL, "messages": [], "max_tokens": 10})
+    flaky.down = True
+    ticket.settle(Usage(1, 1, 2))  # logged, not raised: the call already happened
+    ticket.release()
+    flaky.down = False
+    assert limited.usage(MODEL).requests == 1  # the reservation stands until its lease lapses

@@ -53,7 +53,7 @@ ADMISSION_REPORT = {
         "gpt-4o-mini": {
             "admitted": 3, "tokens_reserved": 900, "tokens_used": 300, "cost_used_micro_usd": 90,
             "rate_limited": 1, "probes": 1, "paused_ms": 5000,
-            "refused": {"requests": 0, "tokens": 2, "cost": 0, "paused": 4},
+            "refused": {"requests": 0, "tokens": 2, "cost": 0, "paused": 4, "store": 0},
             "limits": {"rpm": 10.0, "tpm": 1000.0, "usd_per_day": 1.0, "reserve": 0.2,
                        "window_seconds": 60.0},
             "window": {"requests": 3.0, "tokens": 300.0},
