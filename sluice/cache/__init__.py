@@ -1,12 +1,17 @@
 """AI result cache (guide section 1): L1 memory over the shared store, stampede-proof, fail-open."""
 
-from sluice.cache.ai_cache import AIResultCache, SyncAIResultCache, get_ai_cache, reset_ai_cache
+from sluice.cache.ai_cache import AIResultCache, get_ai_cache, reset_ai_cache
 from sluice.cache.breaker import CircuitBreaker
 from sluice.cache.decorators import cached_ai_call
+from sluice.cache.fill import FillProtocol
+from sluice.cache.invalidation import Generations
 from sluice.cache.keys import CacheKey, CacheKeyGenerator
 from sluice.cache.l2 import L2RedisCache
+from sluice.cache.lookup import TieredLookup
 from sluice.cache.memory import MISSING, L1MemoryCache
 from sluice.cache.policy import ANALYSIS, CONTENT_TYPES, EMBEDDING, RESPONSE, CacheConfig
+from sluice.cache.stats import CacheStats
+from sluice.cache.sync_api import SyncAIResultCache
 
 __all__ = [
     "ANALYSIS",
@@ -18,10 +23,14 @@ __all__ = [
     "CacheConfig",
     "CacheKey",
     "CacheKeyGenerator",
+    "CacheStats",
     "CircuitBreaker",
+    "FillProtocol",
+    "Generations",
     "L1MemoryCache",
     "L2RedisCache",
     "SyncAIResultCache",
+    "TieredLookup",
     "cached_ai_call",
     "get_ai_cache",
     "reset_ai_cache",

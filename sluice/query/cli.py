@@ -6,14 +6,13 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sluice.clitools import SafeConsole
 from sluice.errors import SluiceError
 
-console = Console()
+console = SafeConsole()
 
 
 @click.command("report")
@@ -93,7 +92,7 @@ def _print_workload(workload: dict[str, Any]) -> None:
         statements.add_column(column, overflow="fold")
     for row in workload["statements"]:
         statements.add_row(str(row["calls"]), f"{row['total_ms']:.1f}", f"{row['mean_ms']:.2f}",
-                           escape(row["query"][:120]))  # fmt: skip
+                           row["query"][:120])  # fmt: skip
     console.print(statements)
     advice = Table(title="workload index recommendations (by time saved)")
     for column in ("table", "columns", "calls", "saved ms", "improvement %", "statement"):

@@ -11,12 +11,13 @@ import threading
 
 from sluice.settings import Settings, get_settings
 from sluice.store.base import Quota, QuotaGrant, Store, StoreLock, Subscription, TokenGrant
-from sluice.store.codec import MAX_DECOMPRESSED_BYTES, Codec
+from sluice.store.codec import MAX_DECODED_ITEMS, MAX_DECOMPRESSED_BYTES, Codec
 from sluice.store.counters import BufferedCounters
 from sluice.store.disk import DiskStore
 from sluice.store.redis import RedisStore
 
 __all__ = [
+    "MAX_DECODED_ITEMS",
     "MAX_DECOMPRESSED_BYTES",
     "BufferedCounters",
     "Codec",

@@ -24,7 +24,6 @@ def extensions(postgres_url: str) -> None:
     engine = create_engine(postgres_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS hypopg SCHEMA public"))
     engine.dispose()
 
 
@@ -112,7 +111,7 @@ def test_async_engine(pg_schema: str, store: RedisStore) -> None:
 
 
 def test_slow_queries_are_explained_and_advice_is_validated_with_hypopg(
-    engine: Engine, store: RedisStore
+    hypopg: str, engine: Engine, store: RedisStore
 ) -> None:
     seed(engine, 20_000)
     opt = QueryOptimizer(engine, slow_threshold_ms=0, store=store)

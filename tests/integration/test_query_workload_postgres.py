@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sluice.db import build_engine, upgrade
 from sluice.query import QueryOptimizer
 from sluice.store import DiskStore
-from tests.conftest import run_sluice, service_env
+from tests.conftest import require_hypopg, run_sluice, service_env
 from tests.query_support import private_postgres
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,7 @@ def other_client_workload(url: str) -> None:
 def test_report_ranks_every_clients_statements_and_weighs_advice_by_calls(
     stats_database: str, tmp_path: Path
 ) -> None:
+    require_hypopg(stats_database)
     engine = create_engine(stats_database)
     with engine.begin() as conn:
         conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))

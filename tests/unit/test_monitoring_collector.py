@@ -208,3 +208,13 @@ def test_admission_metrics_come_from_the_admission_report(
     assert used > 0 and used + remaining == pytest.approx(1.0)
     assert scraped[("sluice_ai_paused_seconds_total", frozenset({("provider", "openai")}))] == 0
     store.close()
+
+
+def test_lost_cache_writes_are_a_metric(monkeypatch: pytest.MonkeyPatch, clean_store: None) -> None:
+    fake_sources(monkeypatch)
+    stats = sources.cache_stats()
+    stats["by_type"]["analysis"]["lost_writes"] = 3
+    monkeypatch.setattr(sources, "cache_stats", lambda: stats)
+    scraped = scrape()
+    lost = frozenset({("content_type", "analysis"), ("event", "lost_writes")})
+    assert scraped[("sluice_ai_cache_events_total", lost)] == 3
