@@ -35,6 +35,9 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 event_serializer = "json"
+# A message that bypassed submit_task and cannot be decoded (nested too deeply for the pool to pickle,
+# not JSON) is dead-lettered raw by this consumer, never dropped, never fatal to the worker.
+worker_consumer = "sluice.workers.poison:PoisonSafeConsumer"
 
 # A task is acknowledged after it ran, and redelivered if its worker dies mid-task.
 task_acks_late = True

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sluice.errors import InvalidInput
-from sluice.pricing import DEFAULT_PRICES, cost_usd, price_table
-from sluice.settings import env_number
+from sluice.pricing import DEFAULT_PRICES, cost_usd
+from sluice.settings import load_cache_options
 
 ANALYSIS, EMBEDDING, RESPONSE = "analysis", "embedding", "response"
 CONTENT_TYPES = (ANALYSIS, EMBEDDING, RESPONSE)
@@ -99,22 +98,7 @@ class CacheConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CacheConfig:
         """Defaults overridden by ``SLUICE_CACHE_*`` variables (validated, named in errors)."""
-        env = os.environ if env is None else env
-        overrides: dict[str, Any] = {}
-        numeric = {
-            # variable: (field, type, minimum)
-            "SLUICE_CACHE_TTL_ANALYSIS": ("ttl_analysis", float, 0.001),
-            "SLUICE_CACHE_TTL_EMBEDDING": ("ttl_embedding", float, 0.001),
-            "SLUICE_CACHE_TTL_RESPONSE": ("ttl_response", float, 0.001),
-            "SLUICE_CACHE_MAX_TEMPERATURE": ("max_cacheable_temperature", float, 0.0),
-            "SLUICE_CACHE_MAX_ENTRY_BYTES": ("max_entry_bytes", int, 1),
-            "SLUICE_CACHE_L1_MAX_ENTRIES": ("l1_max_entries", int, 1),
-            "SLUICE_CACHE_L1_MAX_BYTES": ("l1_max_bytes", int, 1),
-            "SLUICE_CACHE_L2_TIMEOUT": ("l2_timeout", float, 0.001),
-            "SLUICE_CACHE_PRICE_PER_CALL": ("price_per_call_usd", float, 0.0),
-        }
-        for variable, (name, kind, minimum) in numeric.items():
-            if env.get(variable, "").strip():
-                overrides[name] = env_number(env, variable, getattr(cls, name), kind, minimum)
-        overrides["prices"] = price_table(env)
+        overrides = load_cache_options(env)
+        if "prices" in overrides:
+            overrides["prices"] = {**DEFAULT_PRICES, **overrides["prices"]}
         return replace(cls(), **overrides)

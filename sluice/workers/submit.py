@@ -6,7 +6,6 @@ the caller gets a clear error instead of a task that can only fail later.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from celery.result import AsyncResult
@@ -16,24 +15,17 @@ from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.handlers import TaskHandler, registry
 from sluice.workers.loading import ensure_handlers_loaded
+from sluice.workers.payload import check_json_object
 from sluice.workers.priority import Priority, route
 
 
-def check_payload(payload: Any) -> None:
-    """Raise :class:`InvalidInput` unless ``payload`` is a JSON object within the size limit."""
-    if not isinstance(payload, dict):
-        raise InvalidInput(
-            f"a payload must be a dict (a JSON object), got {type(payload).__name__}"
-        )
-    try:
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"payload is not JSON-serialisable: {exc}") from None
+def check_payload(payload: Any, meta: Any = None) -> None:
+    """Raise :class:`InvalidInput` unless ``payload`` (and ``meta``, when given) is a JSON object
+    every hop carries unchanged, within the size limit (see :mod:`sluice.workers.payload`)."""
     limit = get_settings().max_payload_bytes
-    if size > limit:
-        raise InvalidInput(
-            f"payload is {size} bytes, over the {limit}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"
-        )
+    check_json_object(payload, "payload", limit)
+    if meta is not None:
+        check_json_object(meta, "meta", limit)
 
 
 def resolve(name: str, priority: Priority | str | int | None) -> tuple[TaskHandler, Priority]:
@@ -59,7 +51,7 @@ def submit_task(
     from sluice.workers.tasks import microbatch, run_handler
 
     handler, level = resolve(name, priority)
-    check_payload(payload)
+    check_payload(payload, meta)
     if countdown is not None and not 0 <= countdown <= get_settings().max_countdown:
         raise InvalidInput(
             f"countdown must be between 0 and {get_settings().max_countdown:g} seconds"
