@@ -21,6 +21,7 @@ from sluice.workers import stats
 from sluice.workers.priority import Priority, route
 from sluice.workers.results import await_ready, value_of, wait_ready
 from sluice.workers.submit import check_payload, resolve
+from sluice.workers.task import check_countdown, check_rate_limit
 
 
 class BatchResult:
@@ -81,6 +82,7 @@ def submit_batch(
     from sluice.workers.tasks import collect_batch, run_batch
 
     handler, level = resolve(name, priority)
+    check_rate_limit(handler.rate_limit)
     if isinstance(payloads, dict | str) or not isinstance(payloads, Sequence):
         raise InvalidInput("payloads must be a list of dicts")
     if not payloads:
@@ -98,3 +100,17 @@ def submit_batch(
     options = route(level)
     header = [run_batch.signature((name, chunk, meta), **options) for chunk in chunks]
     return BatchResult(chord(header)(collect_batch.signature((), **options)), len(payloads))
+
+
+def submit_micro(name: str, payload: dict[str, Any], countdown: float | None = None) -> AsyncResult:
+    """Publish one BATCH payload to the micro-batching task (buffered by the batch workers)."""
+    from sluice.workers.tasks import microbatch
+
+    handler, level = resolve(name, Priority.BATCH)
+    check_payload(payload)
+    check_rate_limit(handler.rate_limit)
+    check_countdown(countdown)
+    stats.record("submitted", level.queue, name)
+    return microbatch.apply_async(
+        (name, payload, {"priority": int(level)}), countdown=countdown, **route(level)
+    )

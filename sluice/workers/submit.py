@@ -1,7 +1,9 @@
 """Submission: validate at the door, then publish (or run inline when async processing is off).
 
-Nothing is enqueued for an unknown handler, a payload that is not JSON, or one over the size limit:
-the caller gets a clear error instead of a task that can only fail later.
+Nothing is enqueued for an unknown handler, a payload that is not JSON, one over the size limit, a
+priority out of range or an unknown rate-limit name: the caller gets a clear error instead of a task
+that can only fail later. Handler payloads and plain sluice tasks' arguments go through the same
+:func:`check_payload`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from celery.result import AsyncResult
 
 from sluice.errors import InvalidInput
 from sluice.settings import get_settings
-from sluice.workers import stats
-from sluice.workers.handlers import TaskHandler, registry
+from sluice.workers.handlers import TaskHandler, handler_task_name, registry
 from sluice.workers.loading import ensure_handlers_loaded
-from sluice.workers.priority import Priority, route
+from sluice.workers.priority import Priority
 
 
 def check_payload(payload: Any) -> None:
@@ -43,30 +44,32 @@ def resolve(name: str, priority: Priority | str | int | None) -> tuple[TaskHandl
     return handler, Priority.parse(handler.priority if priority is None else priority)
 
 
+def handler_task(name: str) -> Any:
+    """The Celery task of handler ``name`` (``InvalidInput`` if no such handler is registered)."""
+    from sluice.celery import app
+
+    ensure_handlers_loaded()
+    registry.get(name)
+    return app.tasks[handler_task_name(name)]
+
+
 def submit_task(
     name: str,
     payload: dict[str, Any],
     priority: Priority | str | int | None = None,
-    meta: dict[str, Any] | None = None,
     countdown: float | None = None,
 ) -> AsyncResult:
     """Publish one payload for handler ``name``; returns its result handle.
 
-    BATCH submissions of handlers that support batching go to the micro-batching task, which
+    The same as ``handler_task(name).apply_async((payload,), priority=..., countdown=...)``, except
+    that BATCH submissions of handlers that support batching go to the micro-batching task, which
     buffers them in the batch workers. With ``ASYNC_PROCESSING_ENABLED=false`` the task runs
     inline, with the same retry and dead-letter rules.
     """
-    from sluice.workers.tasks import microbatch, run_handler
-
     handler, level = resolve(name, priority)
-    check_payload(payload)
-    if countdown is not None and not 0 <= countdown <= get_settings().max_countdown:
-        raise InvalidInput(
-            f"countdown must be between 0 and {get_settings().max_countdown:g} seconds"
-        )
-    args = (name, payload, {**(meta or {}), "priority": int(level)})
-    stats.record("submitted", level.queue, name)
-    if not get_settings().async_processing_enabled:
-        return run_handler.apply(args)
-    task = microbatch if level is Priority.BATCH and handler.supports_batch() else run_handler
-    return task.apply_async(args, countdown=countdown, **route(level))
+    micro = level is Priority.BATCH and handler.supports_batch()
+    if micro and get_settings().async_processing_enabled:
+        from sluice.workers.batching import submit_micro
+
+        return submit_micro(name, payload, countdown)
+    return handler_task(name).apply_async((payload,), priority=level, countdown=countdown)
