@@ -12,11 +12,11 @@ from sluice.workers.ratelimit import RateLimiter, define_rate_limit, get_rate_li
 from sluice.workers.submit import submit_task
 from sluice.workers.task import SluiceTask, sluice_task
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by purpose, as docs/architecture.md presents them
     # the guide's queue
     "AsyncTaskQueue",
-    "TaskHandle",
     "TaskHandler",
+    "TaskHandle",
     "Priority",
     "registry",
     # submitting

@@ -20,8 +20,7 @@ from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.priority import Priority, route
 from sluice.workers.results import await_ready, value_of, wait_ready
-from sluice.workers.submit import check_payload, resolve
-from sluice.workers.task import check_countdown, check_rate_limit
+from sluice.workers.submit import check_payload, check_rate_limit, resolve
 
 
 class BatchResult:
@@ -100,17 +99,3 @@ def submit_batch(
     options = route(level)
     header = [run_batch.signature((name, chunk, meta), **options) for chunk in chunks]
     return BatchResult(chord(header)(collect_batch.signature((), **options)), len(payloads))
-
-
-def submit_micro(name: str, payload: dict[str, Any], countdown: float | None = None) -> AsyncResult:
-    """Publish one BATCH payload to the micro-batching task (buffered by the batch workers)."""
-    from sluice.workers.tasks import microbatch
-
-    handler, level = resolve(name, Priority.BATCH)
-    check_payload(payload)
-    check_rate_limit(handler.rate_limit)
-    check_countdown(countdown)
-    stats.record("submitted", level.queue, name)
-    return microbatch.apply_async(
-        (name, payload, {"priority": int(level)}), countdown=countdown, **route(level)
-    )

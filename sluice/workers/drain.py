@@ -17,9 +17,9 @@ from sluice.workers.handlers import handler_task_name
 from sluice.workers.loading import ensure_handlers_loaded
 from sluice.workers.priority import ALL_QUEUES
 from sluice.workers.stats import queue_depths
+from sluice.workers.submit import MICROBATCH
 
 log = logging.getLogger(__name__)
-MICROBATCH = "sluice.microbatch"
 
 
 @dataclass
@@ -57,7 +57,9 @@ def drain(
                     if task_name == MICROBATCH:  # one buffered payload: run its handler's task
                         task = app.tasks[handler_task_name(args[0])]
                         args, kwargs = [args[1]], {}
-                    sluice_headers = {k: message.headers[k] for k in hdr.ALL if k in message.headers}
+                    sluice_headers = {
+                        k: message.headers[k] for k in hdr.ALL if k in message.headers
+                    }
                     outcome = task.apply(
                         args, kwargs, task_id=message.headers.get("id"), headers=sluice_headers
                     )

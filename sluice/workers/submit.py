@@ -13,11 +13,16 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from sluice.errors import InvalidInput
+from sluice.errors import ConfigurationError, InvalidInput
 from sluice.settings import get_settings
+from sluice.workers import stats
 from sluice.workers.handlers import TaskHandler, handler_task_name, registry
 from sluice.workers.loading import ensure_handlers_loaded
-from sluice.workers.priority import Priority
+from sluice.workers.priority import Priority, route
+from sluice.workers.ratelimit import get_rate_limit
+
+#: The task that buffers single BATCH payloads in the batch workers (:mod:`sluice.workers.tasks`).
+MICROBATCH = "sluice.microbatch"
 
 
 def check_payload(payload: Any) -> None:
@@ -35,6 +40,25 @@ def check_payload(payload: Any) -> None:
         raise InvalidInput(
             f"payload is {size} bytes, over the {limit}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"
         )
+
+
+def check_countdown(countdown: Any) -> None:
+    """Raise :class:`InvalidInput` unless ``countdown`` is None or within ``SLUICE_MAX_COUNTDOWN``."""
+    limit = get_settings().max_countdown
+    if countdown is not None and not (
+        isinstance(countdown, int | float) and 0 <= countdown <= limit
+    ):
+        raise InvalidInput(f"countdown must be between 0 and {limit:g} seconds, got {countdown!r}")
+
+
+def check_rate_limit(name: str | None) -> None:
+    """Raise :class:`InvalidInput` unless ``name`` is None or a defined global rate limit."""
+    if name is None:
+        return
+    try:
+        get_rate_limit(name)
+    except ConfigurationError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def resolve(name: str, priority: Priority | str | int | None) -> tuple[TaskHandler, Priority]:
@@ -67,9 +91,25 @@ def submit_task(
     inline, with the same retry and dead-letter rules.
     """
     handler, level = resolve(name, priority)
-    micro = level is Priority.BATCH and handler.supports_batch()
-    if micro and get_settings().async_processing_enabled:
-        from sluice.workers.batching import submit_micro
-
-        return submit_micro(name, payload, countdown)
+    if level is Priority.BATCH and handler.supports_batch():
+        return _submit_micro(handler, name, payload, countdown)
     return handler_task(name).apply_async((payload,), priority=level, countdown=countdown)
+
+
+def _submit_micro(
+    handler: TaskHandler, name: str, payload: dict[str, Any], countdown: float | None
+) -> AsyncResult:
+    """One BATCH payload for the micro-batching task (inline: its handler's task, at once)."""
+    from sluice.celery import app
+
+    if not get_settings().async_processing_enabled:
+        return handler_task(name).apply_async((payload,), priority=Priority.BATCH)
+    check_payload(payload)
+    check_countdown(countdown)
+    check_rate_limit(handler.rate_limit)
+    stats.record("submitted", Priority.BATCH.queue, name)
+    return app.tasks[MICROBATCH].apply_async(
+        (name, payload, {"priority": int(Priority.BATCH)}),
+        countdown=countdown,
+        **route(Priority.BATCH),
+    )

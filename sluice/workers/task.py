@@ -36,7 +36,7 @@ from typing import Any, ClassVar, cast
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from sluice.errors import ConfigurationError, InvalidInput, RetryLater, TaskFailed
+from sluice.errors import InvalidInput, RetryLater, TaskFailed
 from sluice.settings import get_settings
 from sluice.taskcontext import current_priority
 from sluice.workers import headers as hdr
@@ -45,7 +45,7 @@ from sluice.workers.deadletter import DeadLetterQueue
 from sluice.workers.handlers import TaskHandler, handler_task_name, registry, run_maybe_async
 from sluice.workers.priority import Priority, route
 from sluice.workers.ratelimit import get_rate_limit
-from sluice.workers.submit import check_payload
+from sluice.workers.submit import check_countdown, check_payload, check_rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +69,6 @@ def backoff_seconds(base: float, ceiling: float, retry: int) -> float:
     return random.uniform(top / 2, top)
 
 
-def check_rate_limit(name: str | None) -> None:
-    """Raise :class:`InvalidInput` unless ``name`` is None or a defined global rate limit."""
-    if name is None:
-        return
-    try:
-        get_rate_limit(name)
-    except ConfigurationError as exc:
-        raise InvalidInput(str(exc)) from None
-
-
-def check_countdown(countdown: Any) -> None:
-    """Raise :class:`InvalidInput` unless ``countdown`` is None or within ``SLUICE_MAX_COUNTDOWN``."""
-    limit = get_settings().max_countdown
-    if countdown is not None and not (
-        isinstance(countdown, int | float) and 0 <= countdown <= limit
-    ):
-        raise InvalidInput(f"countdown must be between 0 and {limit:g} seconds, got {countdown!r}")
-
-
 def take_token(limit: str | None, level: Priority, label: str) -> float:
     """0 if ``limit`` granted a token (or there is none), else the seconds to wait for one."""
     if not limit:
@@ -99,7 +80,7 @@ def take_token(limit: str | None, level: Priority, label: str) -> float:
     return min(grant.wait_seconds, get_settings().max_countdown)
 
 
-class SluiceTask(Task):  # type: ignore[misc]  # celery's Task is untyped
+class SluiceTask(Task):
     """Base class of sluice tasks; configure with class attributes (or ``app.task`` options).
 
     ``level`` (the default :class:`Priority`), ``global_rate_limit`` (a limit's name),
@@ -119,6 +100,11 @@ class SluiceTask(Task):  # type: ignore[misc]  # celery's Task is untyped
     def label(self) -> str:
         """The name in stats, metrics and the dead-letter table."""
         return str(self.name)
+
+    def metric_labels(self) -> dict[str, str]:
+        """``queue`` and ``handler`` of the running call (monitoring labels its durations so)."""
+        level = Priority.parse(hdr.read(self.request, hdr.PRIORITY, int(self.level)))
+        return {"queue": level.queue, "handler": self.label}
 
     def payload_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
         """The JSON object validated at submit and kept in a dead letter."""

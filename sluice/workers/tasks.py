@@ -28,7 +28,7 @@ from sluice.workers import stats
 from sluice.workers.deadletter import DeadLetterQueue
 from sluice.workers.handlers import TaskHandler, load_handler_modules, registry, run_maybe_async
 from sluice.workers.priority import Priority, route
-from sluice.workers.submit import handler_task
+from sluice.workers.submit import MICROBATCH, handler_task
 from sluice.workers.task import attempt_record, backoff_seconds, take_token
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ def run_batch(
             entries.append({"index": index, "result": result})
         elif self.request.is_eager:
             try:
-                entries.append({"index": index, "result": inline_retry(name, payload, level, result)})
+                entries.append(
+                    {"index": index, "result": inline_retry(name, payload, level, result)}
+                )
             except TaskFailed as failure:
                 entries.append({"index": index, "error": str(failure)})
         else:
@@ -178,7 +180,7 @@ def collect_batch(chunks: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 @app.task(
     base=Batches,
-    name="sluice.microbatch",
+    name=MICROBATCH,
     flush_every=get_settings().batch_flush_every,
     flush_interval=get_settings().batch_flush_interval,
     acks_late=True,
