@@ -36,6 +36,9 @@ accept_content = ["json"]
 result_accept_content = ["json"]
 event_serializer = "json"
 
+# ASYNC_PROCESSING_ENABLED=false: every task, group and chord runs in the calling process.
+task_always_eager = not _settings.async_processing_enabled
+
 # A task is acknowledged after it ran, and redelivered if its worker dies mid-task.
 task_acks_late = True
 task_reject_on_worker_lost = True
