@@ -18,6 +18,7 @@ from celery.result import AsyncResult, EagerResult
 from sluice.errors import InvalidInput, TaskFailed
 from sluice.settings import get_settings
 from sluice.workers import stats
+from sluice.workers.backend import polled_results
 from sluice.workers.priority import Priority, route
 from sluice.workers.results import await_ready, value_of, wait_ready
 from sluice.workers.submit import check_payload, check_rate_limit, resolve
@@ -98,4 +99,5 @@ def submit_batch(
         return BatchResult(EagerResult("inline-batch", entries, "SUCCESS"), len(payloads))
     options = route(level)
     header = [run_batch.signature((name, chunk, meta), **options) for chunk in chunks]
-    return BatchResult(chord(header)(collect_batch.signature((), **options)), len(payloads))
+    with polled_results():  # BatchResult polls
+        return BatchResult(chord(header)(collect_batch.signature((), **options)), len(payloads))

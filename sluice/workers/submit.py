@@ -16,6 +16,7 @@ from celery.result import AsyncResult
 from sluice.errors import ConfigurationError, InvalidInput
 from sluice.settings import get_settings
 from sluice.workers import stats
+from sluice.workers.backend import polled_results
 from sluice.workers.handlers import TaskHandler, handler_task_name, registry
 from sluice.workers.loading import ensure_handlers_loaded
 from sluice.workers.priority import Priority, route
@@ -108,8 +109,9 @@ def _submit_micro(
     check_countdown(countdown)
     check_rate_limit(handler.rate_limit)
     stats.record("submitted", Priority.BATCH.queue, name)
-    return app.tasks[MICROBATCH].apply_async(
-        (name, payload, {"priority": int(Priority.BATCH)}),
-        countdown=countdown,
-        **route(Priority.BATCH),
-    )
+    with polled_results():
+        return app.tasks[MICROBATCH].apply_async(
+            (name, payload, {"priority": int(Priority.BATCH)}),
+            countdown=countdown,
+            **route(Priority.BATCH),
+        )

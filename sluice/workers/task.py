@@ -41,6 +41,7 @@ from sluice.settings import get_settings
 from sluice.taskcontext import current_priority
 from sluice.workers import headers as hdr
 from sluice.workers import stats
+from sluice.workers.backend import polled_results
 from sluice.workers.deadletter import DeadLetterQueue
 from sluice.workers.handlers import TaskHandler, handler_task_name, registry, run_maybe_async
 from sluice.workers.priority import Priority, route
@@ -136,7 +137,8 @@ class SluiceTask(Task):
             for option in ("queue", "priority", "countdown", "eta", "producer", "chord"):
                 options.pop(option, None)
             return self.apply(args, kwargs, task_id=task_id, headers=headers, **options)
-        return super().apply_async(args, kwargs, task_id=task_id, headers=headers, **options)
+        with polled_results():
+            return super().apply_async(args, kwargs, task_id=task_id, headers=headers, **options)
 
     def _accept(
         self, args: Any, kwargs: Any, options: dict[str, Any], headers: dict[str, Any]
@@ -169,6 +171,7 @@ class SluiceTask(Task):
         while True:
             wait = take_token(self.global_rate_limit, level, self.label)
             if not wait:
+                stats.adjust_running(1)
                 try:
                     result = self.run(*args, **kwargs)
                     json.dumps(result)  # a result Celery cannot store fails here, visibly
@@ -182,6 +185,8 @@ class SluiceTask(Task):
                 else:
                     stats.record("completed", level.queue, self.label)
                     return result
+                finally:
+                    stats.adjust_running(-1)
             if request.is_eager:  # inline mode: the caller's thread is the only slot there is
                 time.sleep(wait)
                 continue
