@@ -5,40 +5,30 @@
 
 from __future__ import annotations
 
-from sluice.ai.base import (
-    SEVERITIES,
-    AIProvider,
-    AnalysisResult,
-    Completion,
-    EmbeddingResult,
-    Finding,
-    Usage,
-)
+from sluice.ai.base import SEVERITIES, AIProvider, AnalysisResult, Finding, Usage
 from sluice.ai.languages import LANGUAGES, detect_language, normalize_language
 from sluice.ai.local import LocalProvider
 from sluice.ai.openai import OpenAIProvider
-from sluice.ai.rules import CATEGORIES, RULES, Rule, select_rules
+from sluice.ai.rules import RULES
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
 
-__all__ = [
-    "CATEGORIES",
-    "LANGUAGES",
-    "RULES",
-    "SEVERITIES",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
+    # providers
     "AIProvider",
-    "AnalysisResult",
-    "Completion",
-    "EmbeddingResult",
-    "Finding",
     "LocalProvider",
     "OpenAIProvider",
-    "Rule",
-    "Usage",
-    "detect_language",
     "get_provider",
+    # what they return
+    "AnalysisResult",
+    "Finding",
+    "Usage",
+    "SEVERITIES",
+    # languages and rules
+    "LANGUAGES",
+    "RULES",
+    "detect_language",
     "normalize_language",
-    "select_rules",
 ]
 
 
