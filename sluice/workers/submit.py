@@ -45,10 +45,10 @@ def check_payload(payload: Any) -> None:
 
 def check_countdown(countdown: Any) -> None:
     """Raise :class:`InvalidInput` unless ``countdown`` is None or within ``SLUICE_MAX_COUNTDOWN``."""
+    if countdown is None:
+        return
     limit = get_settings().max_countdown
-    if countdown is not None and not (
-        isinstance(countdown, int | float) and 0 <= countdown <= limit
-    ):
+    if not (isinstance(countdown, int | float) and 0 <= countdown <= limit):
         raise InvalidInput(f"countdown must be between 0 and {limit:g} seconds, got {countdown!r}")
 
 
@@ -73,8 +73,7 @@ def handler_task(name: str) -> Any:
     """The Celery task of handler ``name`` (``InvalidInput`` if no such handler is registered)."""
     from sluice.celery import app
 
-    ensure_handlers_loaded()
-    registry.get(name)
+    resolve(name, None)
     return app.tasks[handler_task_name(name)]
 
 
@@ -91,10 +90,13 @@ def submit_task(
     buffers them in the batch workers. With ``ASYNC_PROCESSING_ENABLED=false`` the task runs
     inline, with the same retry and dead-letter rules.
     """
+    from sluice.celery import app
+
     handler, level = resolve(name, priority)
     if level is Priority.BATCH and handler.supports_batch():
         return _submit_micro(handler, name, payload, countdown)
-    return handler_task(name).apply_async((payload,), priority=level, countdown=countdown)
+    task = app.tasks[handler_task_name(name)]
+    return task.apply_async((payload,), priority=level, countdown=countdown)
 
 
 def _submit_micro(

@@ -238,9 +238,13 @@ def test_retry_later_from_a_handler(sync_mode: DeadLetterQueue) -> None:
     assert sync_mode.count() == 0
 
 
-def test_groups_and_chords_of_plain_tasks_inline(data_dir: Path) -> None:
+def test_groups_and_chords_of_plain_tasks_inline(tmp_path: Path) -> None:
     """A process started with async processing off runs Celery's canvas inline too."""
-    with settings_env(reconfigure_celery=True, ASYNC_PROCESSING_ENABLED="false"):
+    with settings_env(
+        reconfigure_celery=True,
+        SLUICE_DATA_DIR=str(tmp_path / "data"),
+        ASYNC_PROCESSING_ENABLED="false",
+    ):
         assert app.conf.task_always_eager is True
         _canvas()
 
