@@ -26,21 +26,26 @@ from sluice.workers.ratelimit import get_rate_limit
 MICROBATCH = "sluice.microbatch"
 
 
-def check_payload(payload: Any) -> None:
-    """Raise :class:`InvalidInput` unless ``payload`` is a JSON object within the size limit."""
+def check_payload(payload: Any) -> str:
+    """Raise :class:`InvalidInput` unless ``payload`` is a JSON object within the size limit.
+
+    Returns the payload's compact JSON (what was measured), for callers that can reuse it.
+    """
     if not isinstance(payload, dict):
         raise InvalidInput(
             f"a payload must be a dict (a JSON object), got {type(payload).__name__}"
         )
     try:
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
+        text = json.dumps(payload, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"payload is not JSON-serialisable: {exc}") from None
+    size = len(text.encode())
     limit = get_settings().max_payload_bytes
     if size > limit:
         raise InvalidInput(
             f"payload is {size} bytes, over the {limit}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"
         )
+    return text
 
 
 def check_countdown(countdown: Any) -> None:
