@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
+from celery.signals import task_unknown
 from celery_batches import Batches, SimpleRequest
 
 from sluice.celery import app
@@ -26,7 +27,13 @@ from sluice.taskcontext import current_priority
 from sluice.workers import headers as hdr
 from sluice.workers import stats
 from sluice.workers.deadletter import DeadLetterQueue
-from sluice.workers.handlers import TaskHandler, load_handler_modules, registry, run_maybe_async
+from sluice.workers.handlers import (
+    HANDLER_PREFIX,
+    TaskHandler,
+    load_handler_modules,
+    registry,
+    run_maybe_async,
+)
 from sluice.workers.priority import Priority, route
 from sluice.workers.submit import MICROBATCH, handler_task
 from sluice.workers.task import attempt_record, backoff_seconds, take_token
@@ -239,3 +246,37 @@ def _run_micro_chunk(handler: TaskHandler, name: str, requests: list[SimpleReque
 def prune_dead_letters(older_than_days: float | None = None) -> int:
     """Delete dead-letter entries past the retention period (beat, daily)."""
     return DeadLetterQueue().prune(older_than_days or get_settings().retention_days)
+
+
+@task_unknown.connect(weak=False)
+def dead_letter_unknown_task(
+    name: str | None = None, id: str | None = None, message: Any = None, **_: Any
+) -> None:
+    """Keep a message for a task this worker does not know as a dead letter, never drop it.
+
+    Celery rejects such a message (and fails its result with ``NotRegistered``); the entry keeps
+    its payload so ``sluice dlq replay`` can send it again once a worker has the task.
+    """
+    try:
+        args, kwargs, _embed = message.decode()
+        priority = int(message.headers.get(hdr.PRIORITY, int(Priority.NORMAL)))
+        level = Priority.parse(priority)
+        handler = str(name).removeprefix(HANDLER_PREFIX)
+        if str(name).startswith(HANDLER_PREFIX) and len(args) == 1 and not kwargs:
+            label, payload = handler, args[0]
+        else:
+            label, payload = str(name), {"args": list(args), "kwargs": dict(kwargs)}
+        entry = DeadLetterQueue().add(
+            task_id=str(id),
+            task_name=label,
+            payload=payload,
+            error=f"NotRegistered: no task named {name!r} in this worker "
+            "(is its module in SLUICE_HANDLER_MODULES?)",
+            queue=level.queue,
+            priority=int(level),
+        )
+        stats.record("failed", level.queue, label)
+        stats.record("dead_lettered", level.queue, label)
+        log.error("message %s for unknown task %s kept as dead letter #%d", id, name, entry)
+    except Exception:
+        log.exception("message %s for unknown task %s could not be dead-lettered", id, name)

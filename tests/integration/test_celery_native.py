@@ -173,6 +173,22 @@ def test_handlers_and_plain_tasks_are_celery_native(cluster: Cluster, flower: st
     assert counts["submitted"] == 3 + 25 + 1 + 3 + 3 + 1  # the replay is a new submission
 
 
+def test_a_message_for_an_unknown_task_is_kept_as_a_dead_letter(cluster: Cluster) -> None:  # noqa: F811
+    cluster.worker(PRIORITY_QUEUES, 1)
+    sent = celery_app.send_task(
+        "sluice.handlers.not_deployed", ({"k": 1},), queue="high", headers={"sluice_priority": 7}
+    )
+    plain = celery_app.send_task("myapp.not_deployed", (1, "two"), {"three": 3}, queue="low")
+    entries = wait_for(lambda: len(DeadLetterQueue().list()) == 2 and DeadLetterQueue().list(), 30,
+                       "two dead letters")  # fmt: skip
+    by_id = {e["task_id"]: e for e in entries}
+    assert by_id[sent.id]["task_name"] == "not_deployed"
+    assert by_id[sent.id]["payload"] == {"k": 1} and by_id[sent.id]["queue"] == "high"
+    assert "NotRegistered" in by_id[sent.id]["error"]
+    assert by_id[plain.id]["task_name"] == "myapp.not_deployed"
+    assert by_id[plain.id]["payload"] == {"args": [1, "two"], "kwargs": {"three": 3}}
+
+
 def test_a_handler_module_that_fails_to_import_stops_the_worker(tmp_path: Path) -> None:
     (tmp_path / "exploding_handlers.py").write_text(
         "raise RuntimeError('cannot reach the model registry')\n"
