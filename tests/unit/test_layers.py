@@ -65,3 +65,38 @@ def test_an_import_cycle_inside_a_package_breaks_the_contract(tmp_path: Path) ->
     done = lint(root)
     assert done.returncode != 0
     assert "No cycles are allowed in sluice.workers" in done.stdout, done.stdout
+
+
+def test_monitoring_hears_queries_through_the_hook_without_an_upward_import() -> None:
+    from importlib.metadata import entry_points
+
+    from sluice import hooks
+    from sluice.monitoring import recorder
+
+    points = {p.value for p in entry_points(group=hooks.ENTRY_POINT_GROUP)}
+    assert "sluice.monitoring.hooks:install" in points
+    heard: list[tuple[object, ...]] = []
+
+    def listen(*event: object) -> None:
+        heard.append(event)
+
+    hooks.on_query(listen)
+    try:
+        hooks.query_finished(0.25, None, True)
+    finally:
+        hooks._query_observers.remove(listen)
+    assert heard == [(0.25, None, True)]
+    assert recorder.observe_query in hooks._query_observers  # installed by the entry point
+
+
+def test_a_failing_observer_never_breaks_the_query() -> None:
+    from sluice import hooks
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("observer bug")
+
+    hooks.on_query(broken)
+    try:
+        hooks.query_finished(0.01, None, False)  # must not raise
+    finally:
+        hooks._query_observers.remove(broken)
