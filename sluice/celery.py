@@ -2,8 +2,9 @@
 
 Configuration comes from the top-level :mod:`celeryconfig` module, itself derived from
 :mod:`sluice.settings`. It is named, not imported: the policy sits above the packages whose queues
-and schedules it names (which import this app), so no import edge points up from here. Task modules are listed in ``include`` (the main
-job's handlers among them) so every worker process knows them.
+and schedules it names (which import this app), so no import edge points up from here. Task
+modules are listed in ``include`` (the main job's handlers among them) so every worker process
+knows them.
 """
 
 from __future__ import annotations
