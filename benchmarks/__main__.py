@@ -28,6 +28,7 @@ from benchmarks.report import Measurement, machine, markdown, plot, print_table 
 HERE = Path(__file__).resolve().parent
 #: (name, module): the order they run in.
 SECTIONS = [
+    ("cli", "benchmarks.bench_cli"),
     ("cache", "benchmarks.bench_cache"),
     ("query", "benchmarks.bench_query"),
     ("cdn", "benchmarks.bench_cdn"),
@@ -35,6 +36,9 @@ SECTIONS = [
     ("workload", "benchmarks.bench_workload"),
 ]
 NOTES = [
+    "cli: `sluice --help` and a warm `sluice analyze examples/` on embedded defaults, each a fresh "
+    "process timed from start to exit (medians); the anchor of the embedded run is the same run "
+    "inline.",
     "ratio: sluice / anchor for latencies, sizes and counts; for rates and for rows whose target "
     "says 'faster', the speed-up (anchor time / sluice time, or sluice rate / anchor rate).",
     "AI cache: medians of 25 blocks of operations; L2 = Redis (private key prefix) or diskcache.",

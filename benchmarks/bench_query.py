@@ -8,6 +8,7 @@
 
     python -m benchmarks.bench_query --quick      # 20k results, seconds
     python -m benchmarks.bench_query              # 1M results (seeding takes a minute or two)
+    python -m benchmarks.bench_query --statements-only  # dependency map + 1 MB statement rows
 
 Environment: SLUICE_BENCH_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test; a
 private schema, dropped afterwards), SLUICE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/11, keys
@@ -140,6 +141,7 @@ def run(quick: bool = False, results: int | None = None) -> list[Measurement]:
                 )
             out += cache_rows(engine, store, repeat)
             out.append(hook_overhead(engine, 10 if quick else 30))
+            out += statement_rows(engine, store, 3 if quick else 10)
             print(
                 f"query: seeded {results:,} code_review_results in {seeded:.1f} s; "
                 f"migration 004 (CREATE INDEX CONCURRENTLY) + ANALYZE took {migrated:.1f} s",
@@ -241,12 +243,92 @@ def hook_overhead(engine: Engine, blocks: int) -> Measurement:
     )
 
 
+def statement_rows(engine: Engine, store: Store, repeat: int) -> list[Measurement]:
+    """What invalidation and parsing cost: reading the dependency map, and a 1 MB statement."""
+    optimizer = QueryOptimizer(engine, store=store, cache_enabled=True)
+    tracker = optimizer.write_tracker
+
+    def fresh_connection_round_trip() -> None:
+        with optimizer._explainer.connection() as conn:
+            conn.execute(text("SELECT 1")).scalar()
+
+    map_ms = timings(tracker.read_dependency_map, repeat)
+    connect_ms = timings(fresh_connection_round_trip, repeat)
+    dependency_map = tracker.read_dependency_map()
+    relations = len(dependency_map.relations) if dependency_map else 0
+    values = ",".join(str(100_000 + i) for i in range(150_000))
+    sql = f"SELECT id FROM code_review_results WHERE id IN (1,{values})"
+    direct: list[float] = []
+    through: list[float] = []
+    for offset in range(repeat):
+        # A distinct statement each time: nothing is memoised from the previous round.
+        statement = sql.replace("(1,", f"({offset + 1},", 1)
+        with engine.connect() as conn:
+            started = time.perf_counter()
+            conn.exec_driver_sql(statement).fetchall()
+            direct.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        optimizer.execute_query_sync(statement + " ", use_cache=False)
+        through.append((time.perf_counter() - started) * 1000)
+    memo = optimizer.normalizer.cache.accounted_bytes
+    optimizer.close()
+    med = statistics.median
+    return [
+        Measurement(
+            section=SECTION,
+            metric=f"dependency map read from the catalog ({relations} relations)",
+            value=med(map_ms),
+            unit="ms",
+            target="once per process and after DDL (issue 12); < 100 ms",
+            anchor="fresh connection + SELECT 1",
+            anchor_value=med(connect_ms),
+            met=med(map_ms) < 100,
+            samples=map_ms,
+            anchor_samples=connect_ms,
+        ),
+        Measurement(
+            section=SECTION,
+            metric=f"1 MB statement (IN list of 150,000), {repeat} distinct, through the optimizer",
+            value=med(through),
+            unit="ms",
+            target="issue 16: was 14-17 s vs 0.35 s direct; bounded parse cost",
+            anchor="same statement executed directly",
+            anchor_value=med(direct),
+            met=med(through) / med(direct) <= 10,
+            note=f"parse memo holds {memo:,} bytes after {repeat} distinct statements",
+            samples=through,
+            anchor_samples=direct,
+        ),
+    ]
+
+
+def run_statements_only() -> list[Measurement]:
+    """Only :func:`statement_rows`, on the migrated but empty schema (seconds)."""
+    with private_schema(DATABASE_URL) as url:
+        engine = build_engine(url)
+        store = open_store()
+        try:
+            upgrade("head", engine=engine)
+            return statement_rows(engine, store, 3)
+        finally:
+            engine.dispose()
+            if isinstance(store, RedisStore):
+                store.clear_namespace()
+            store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20k results, fewer repetitions")
     parser.add_argument("--results", type=int, help="code_review_results to seed")
+    parser.add_argument(
+        "--statements-only",
+        action="store_true",
+        help="only the dependency-map and 1 MB statement rows (seconds)",
+    )
     args = parser.parse_args()
-    print_table(run(args.quick, args.results), "Query optimization on PostgreSQL")
+    rows = run_statements_only() if args.statements_only else run(args.quick, args.results)
+    print_table(rows, "Query optimization on PostgreSQL")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ class BackendUnavailable(SluiceError):
     """A service (Redis, the database, the broker) could not be reached or failed mid-operation."""
 
 
+class BackendTimeout(BackendUnavailable):
+    """A service did not answer in time: it may be slow rather than down (callers may retry)."""
+
+
 class CodecError(SluiceError):
     """A stored value could not be encoded or decoded (never executed: there is no pickle)."""
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 # Tests run on the embedded defaults in a private data directory, whatever the caller's shell has set;
 # tests that need services build their own environment from the fixtures below.
@@ -60,6 +61,58 @@ def require_service(name: str, url: str) -> str:
     if REQUIRE_SERVICES:
         pytest.fail(f"SLUICE_REQUIRE_SERVICES=1 but {reason}")
     pytest.skip(reason)
+
+
+def require_tool(reason: str) -> None:
+    """Skip with ``reason`` (a tool or extension that is not installed), or fail when
+    ``SLUICE_REQUIRE_SERVICES=1`` (CI, which installs every tool)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"SLUICE_REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+#: Extensions to treat as not installed (comma-separated): how the fresh-machine test simulates a
+#: server without HypoPG through the same detection as a real one.
+HIDDEN_EXTENSIONS = {
+    name.strip() for name in os.environ.get("SLUICE_TEST_HIDE_EXTENSIONS", "").split(",") if name
+}
+
+
+def postgres_extension_available(url: str, name: str) -> bool:
+    """Whether the PostgreSQL server at ``url`` can ``CREATE EXTENSION name``."""
+    if name in HIDDEN_EXTENSIONS:
+        return False
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT 1 FROM pg_available_extensions WHERE name = :name"), {"name": name}
+            ).first()
+            return found is not None
+    finally:
+        engine.dispose()
+
+
+def require_hypopg(url: str) -> None:
+    """Skip (fail under ``SLUICE_REQUIRE_SERVICES=1``) unless the server at ``url`` has HypoPG."""
+    if not postgres_extension_available(url, "hypopg"):
+        require_tool(
+            "the HypoPG extension is not installed on the PostgreSQL server "
+            "(apt-get install postgresql-<version>-hypopg; .ci/run installs it)"
+        )
+
+
+@pytest.fixture(scope="session")
+def hypopg(postgres_url: str) -> str:
+    """The database URL with the HypoPG extension created (database-wide, never dropped)."""
+    require_hypopg(postgres_url)
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS hypopg SCHEMA public"))
+    finally:
+        engine.dispose()
+    return postgres_url
 
 
 @pytest.fixture(scope="session")

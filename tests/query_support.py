@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 
 from sluice.store import Store
+from tests.conftest import require_service
 
 WRITER = textwrap.dedent(
     """
@@ -55,3 +62,43 @@ def write_in_another_process(url: str, new_name: str, env: dict[str, str]) -> No
 def hits(store: Store, optimizer_namespace: str) -> int:
     """Cluster-wide cache hits recorded in the store."""
     return store.hgetall_counters(f"query:{optimizer_namespace}:stats").get("hits", 0)
+
+
+POSTGRES_BINARIES = Path("/usr/lib/postgresql")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def private_postgres(directory: Path, *settings: str) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl, as the postgres user when root) with
+    ``settings`` (``name=value``) on the command line; yields its URL. The shared server is never
+    touched. Skips, or fails under SLUICE_REQUIRE_SERVICES=1, when the binaries are missing."""
+    versions = sorted(POSTGRES_BINARIES.glob("*/bin/initdb")) if POSTGRES_BINARIES.exists() else []
+    if not versions:
+        require_service("PostgreSQL server binaries (initdb)", "postgresql://127.0.0.1:1")
+    bin_dir = versions[-1].parent
+    directory.mkdir(parents=True)
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(directory, "postgres")
+    data = str(directory / "data")
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", data, "-A", "trust",
+                    "-U", "postgres"], check=True, capture_output=True)  # fmt: skip
+    port = free_port()
+    options = " ".join(
+        [f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"]
+        + [f"-c {setting}" for setting in settings]
+    )
+    pg_ctl = [*as_postgres, str(bin_dir / "pg_ctl"), "-D", data]
+    subprocess.run([*pg_ctl, "-o", options, "-l", str(directory / "pg.log"), "-w", "start"],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True)

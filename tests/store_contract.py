@@ -172,6 +172,44 @@ class StoreContract:
         time.sleep(0.5)
         assert store.get_many(["t1", "t2", "a"]) == {"a": 1}
 
+    @pytest.mark.parametrize("value", SAMPLES, ids=repr)
+    def test_encoded_bytes_are_the_values_bytes(self, store: Store, value: Any) -> None:
+        """get_encoded/set_encoded carry exactly what set/get do: one encode serves both."""
+        store.set("v", value)
+        data = store.get_encoded("v")
+        assert isinstance(data, bytes) and store.codec.decode(data) == value
+        store.set_encoded("copy", data, ttl=60)
+        assert store.get("copy") == value
+        assert store.get_many_encoded(["v", "copy", "missing"]) == {"v": data, "copy": data}
+        assert store.get_encoded("missing") is None
+        assert store.get_many_encoded([]) == {}
+
+    def test_set_encoded_replaces_any_kind_and_expires(self, store: Store) -> None:
+        data = store.codec.encode({"a": 1})
+        store.push("was-a-list", 1, 2, 3)
+        store.hincr("was-a-hash", "f")
+        for key in ("was-a-list", "was-a-hash"):
+            store.set_encoded(key, data)
+            assert store.get(key) == {"a": 1}
+        store.delete("was-a-list")
+        assert store.length("was-a-list") == 0  # no item of the old list survived
+        store.push("was-a-list", "new")
+        assert store.pop_many("was-a-list", 10) == ["new"]
+        store.set_encoded("brief", data, ttl=0.2)
+        time.sleep(0.35)
+        assert store.get_encoded("brief") is None
+        with pytest.raises(InvalidInput):
+            store.set_encoded("k", "not bytes")  # type: ignore[arg-type]
+
+    def test_get_encoded_of_another_kind_is_refused(self, store: Store) -> None:
+        """A list is refused; a counter is refused or gives bytes the codec refuses."""
+        store.push("listed", 1)
+        store.incr("counted")
+        with pytest.raises((InvalidInput, CodecError)):
+            store.get_encoded("listed")
+        with pytest.raises((InvalidInput, CodecError)):
+            store.codec.decode(store.get_encoded("counted") or b"")
+
     def test_unencodable_value_is_refused(self, store: Store) -> None:
         with pytest.raises(CodecError, match="set"):
             store.set("k", {1, 2})
@@ -281,6 +319,15 @@ class StoreContract:
             store.take_token("b", rate=rate, burst=burst, tokens=tokens)
 
     # -- locks ----------------------------------------------------------------------------------
+
+    def test_taking_a_held_lock_again_is_idempotent_for_its_owner(self, store: Store) -> None:
+        """A command retried after a lost reply must not report our own lock as someone else's."""
+        mine, theirs = store.lock("idem", lease=5), store.lock("idem", lease=5)
+        assert mine.acquire(blocking=False)
+        assert mine.acquire(blocking=False)
+        assert not theirs.acquire(blocking=False)
+        assert mine.release() and theirs.acquire(blocking=False)
+        theirs.release()
 
     def test_lock_is_exclusive(self, store: Store) -> None:
         first, second = store.lock("L", lease=5), store.lock("L", lease=5)

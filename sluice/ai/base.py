@@ -6,8 +6,10 @@ with ``to_dict``/``from_dict`` that produce and accept plain JSON types only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sluice.errors import CodecError
@@ -165,3 +167,20 @@ class AIProvider(Protocol):
     ) -> Completion:
         """Answer a chat conversation of ``{"role": ..., "content": ...}`` messages."""
         ...
+
+    def cache_identity(self, kind: str) -> dict[str, Any]:
+        """Everything of this provider that shapes a ``kind`` result (analysis, embedding,
+        response): its name, where it runs, its models and a digest of its rules or prompt.
+
+        Part of every cache key, so a changed rule set or prompt never serves old results;
+        transport settings (timeouts, retries, keys) are left out, since they change no answer.
+        """
+        ...
+
+
+def source_digest(paths: Iterable[Path]) -> str:
+    """A short digest of files' contents: the version of the code that produces some results."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\x00" + path.read_bytes() + b"\x00")
+    return digest.hexdigest()[:16]

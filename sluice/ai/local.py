@@ -7,10 +7,12 @@ feature-hashed token vectors, and chat answers summarise an analysis of the code
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import re
 import tokenize
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sluice.ai.base import (
@@ -21,6 +23,7 @@ from sluice.ai.base import (
     Finding,
     Usage,
     sort_findings,
+    source_digest,
 )
 from sluice.ai.featurehash import hash_embed
 from sluice.ai.inputs import check_code, check_messages, check_texts, estimate_tokens, message_text
@@ -31,6 +34,26 @@ from sluice.ai.rules import select_rules
 from sluice.errors import InvalidInput
 
 DEFAULT_MODEL = "sluice-local-1"
+#: Modules that do not shape the local provider's answers (the OpenAI client and its retries).
+_NOT_LOCAL = frozenset({"__init__.py", "openai.py", "retry.py"})
+
+
+@functools.cache
+def analyzer_version() -> str:
+    """A digest of the local analyzer's code: its rules, detectors and language handling.
+
+    Any change to them changes every analysis cache key, so an upgrade never serves old findings.
+    """
+    here = Path(__file__).parent
+    return source_digest(p for p in here.glob("*.py") if p.name not in _NOT_LOCAL)
+
+
+@functools.cache
+def embedding_version() -> str:
+    """A digest of the feature-hashing embedding code."""
+    here = Path(__file__).parent
+    return source_digest([here / "featurehash.py", here / "inputs.py"])
+
 
 _FENCE = re.compile(r"```([\w+#.-]*)[ \t]*\r?\n(.*?)```", re.DOTALL)
 
@@ -67,6 +90,24 @@ class LocalProvider:
 
     def __repr__(self) -> str:
         return f"LocalProvider(model={self.model!r}, dimensions={self.dimensions})"
+
+    def cache_identity(self, kind: str) -> dict[str, Any]:
+        """See :meth:`AIProvider.cache_identity`."""
+        if kind == "embedding":
+            return {
+                "provider": self.name,
+                "model": self.embedding_model,
+                "code": embedding_version(),
+            }
+        if kind in ("analysis", "response"):  # chat answers are analyses too
+            return {
+                "provider": self.name,
+                "model": self.model,
+                "rules": analyzer_version(),
+                "max_function_statements": self.max_function_statements,
+                "max_line_length": self.max_line_length,
+            }
+        raise InvalidInput(f"unknown result kind {kind!r}; use analysis, embedding or response")
 
     def analyze(
         self,

@@ -7,6 +7,7 @@ every error message and log line, and kept out of ``repr``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -55,6 +56,25 @@ Answer with one JSON object and nothing else, in exactly this shape:
 "severity": "<{severities}>", "message": "<what is wrong and how to fix it>"}}]}}
 Use categories security, quality, style. Known rule ids: {rule_ids}.
 Return {{"findings": []}} when the code has no problems."""
+_USER_PROMPT = "Language: {language}\n\n{numbered}"
+#: The analysis request apart from the code: what the model is told and how it is asked.
+_ANALYSIS_REQUEST = {"temperature": 0, "response_format": {"type": "json_object"}}
+
+
+def _analysis_system_prompt(rules: Sequence[str] | None) -> str:
+    system = _SYSTEM_PROMPT.format(
+        severities="|".join(SEVERITIES), rule_ids=", ".join(sorted(RULES))
+    )
+    if rules is not None:
+        system += f"\nOnly report these categories or rule ids: {', '.join(rules)}."
+    return system
+
+
+#: A digest of the analysis prompt and request: part of every analysis cache key, so a changed
+#: prompt never serves the findings the old one produced.
+PROMPT_VERSION = hashlib.sha256(
+    json.dumps([_analysis_system_prompt(None), _USER_PROMPT, _ANALYSIS_REQUEST]).encode()
+).hexdigest()[:16]
 
 
 class OpenAIProvider:
@@ -102,6 +122,17 @@ class OpenAIProvider:
     def __repr__(self) -> str:
         return f"OpenAIProvider(base_url={self.base_url!r}, model={self.model!r})"
 
+    def cache_identity(self, kind: str) -> dict[str, Any]:
+        """See :meth:`AIProvider.cache_identity`; the server counts: another one is another model."""
+        identity = {"provider": self.name, "base_url": self.base_url}
+        if kind == "analysis":
+            return {**identity, "model": self.model, "prompt": PROMPT_VERSION}
+        if kind == "embedding":
+            return {**identity, "model": self.embedding_model}
+        if kind == "response":
+            return {**identity, "model": self.model}
+        raise InvalidInput(f"unknown result kind {kind!r}; use analysis, embedding or response")
+
     def close(self) -> None:
         """Close the connection pool if this provider created it."""
         if self._owns_client:
@@ -129,22 +160,20 @@ class OpenAIProvider:
             raise InvalidInput(
                 f"rules must be a non-empty list such as ['security'], got {rules!r}"
             )
-        system = _SYSTEM_PROMPT.format(
-            severities="|".join(SEVERITIES), rule_ids=", ".join(sorted(RULES))
-        )
-        if rules is not None:
-            system += f"\nOnly report these categories or rule ids: {', '.join(rules)}."
+        system = _analysis_system_prompt(rules)
         # Numbered lines: models count lines badly, and wrong line numbers make findings useless.
         numbered = "\n".join(f"{n:>5} | {line}" for n, line in enumerate(code.splitlines(), 1))
         body = self._post(
             "/chat/completions",
             {
                 "model": model or self.model,
-                "temperature": 0,
-                "response_format": {"type": "json_object"},
+                **_ANALYSIS_REQUEST,
                 "messages": [
                     {"role": "system", "content": system},
-                    {"role": "user", "content": f"Language: {language}\n\n{numbered}"},
+                    {
+                        "role": "user",
+                        "content": _USER_PROMPT.format(language=language, numbered=numbered),
+                    },
                 ],
             },
         )

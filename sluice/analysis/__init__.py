@@ -1,14 +1,54 @@
-"""The main job: AI code review of a source tree (``sluice analyze PATH``)."""
+"""The main job: AI code review of a source tree (``sluice analyze PATH``).
 
-from sluice.analysis.runner import AnalysisReport, run_analysis
-from sluice.analysis.service import analyze_source
-from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
+Names are loaded on first use (PEP 562): ``sluice analyze`` starts its worker before Celery and the
+database layer are imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sluice.analysis.changes import ChangeSet, changes_since
+    from sluice.analysis.runner import AnalysisReport, run_analysis
+    from sluice.analysis.service import analyze_source
+    from sluice.analysis.sessions import SessionSummary, list_sessions, load_session
+    from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
+
+_HOMES = {
+    "AnalysisReport": "runner",
+    "ChangeSet": "changes",
+    "SessionSummary": "sessions",
+    "SourceFile": "walker",
+    "WalkReport": "walker",
+    "analyze_source": "service",
+    "changes_since": "changes",
+    "list_sessions": "sessions",
+    "load_session": "sessions",
+    "run_analysis": "runner",
+    "walk_tree": "walker",
+}
 
 __all__ = [
     "AnalysisReport",
+    "ChangeSet",
+    "SessionSummary",
     "SourceFile",
     "WalkReport",
     "analyze_source",
+    "changes_since",
+    "list_sessions",
+    "load_session",
     "run_analysis",
     "walk_tree",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

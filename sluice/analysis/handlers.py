@@ -70,13 +70,17 @@ class EmbeddingHandler(TaskHandler):
         cache = get_ai_cache()
         model = settings.ai_embedding_model if settings.ai_provider == "openai" else None
         texts = [p["text"] for p in payloads]
-        vectors = cache.sync.get_embeddings(texts, model)
+        provider = get_provider(settings)
+        identity = provider.cache_identity("embedding")
+        vectors = cache.sync.get_embeddings(texts, model, provider=identity)
         missing = [i for i, v in enumerate(vectors) if v is None]
         if missing:
-            fresh = get_provider(settings).embed([texts[i] for i in missing], model)
+            fresh = provider.embed([texts[i] for i in missing], model)
             for i, vector in zip(missing, fresh.vectors, strict=True):
                 vectors[i] = vector
-            cache.sync.set_embeddings([texts[i] for i in missing], fresh.vectors, model)
+            cache.sync.set_embeddings(
+                [texts[i] for i in missing], fresh.vectors, model, provider=identity
+            )
             cache.stats.incr(EMBEDDING, "provider_calls")
         stored = [p for p in payloads if p.get("session_id")]
         if stored:

@@ -1,23 +1,32 @@
-"""``sluice analyze``: walk a tree, submit one HIGH-priority task per file, wait, summarise."""
+"""``sluice analyze``: walk a tree, submit one HIGH-priority task per file, wait, summarise.
+
+Every option is checked before anything starts, then the embedded worker (if any) is started before
+Celery and the database layer are even imported, so it boots while this process walks the tree and
+migrates the database.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery.result import AsyncResult, EagerResult
-from sqlalchemy import func, select
-
-from sluice.ai import SEVERITIES
+from sluice.ai.base import SEVERITIES
+from sluice.ai.rules import select_rules
+from sluice.analysis.changes import ChangeSet, changes_since
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
-from sluice.db import AnalysisSession, CodeReviewResult, session_scope, upgrade
-from sluice.errors import BackendUnavailable, InvalidInput
+from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
 from sluice.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from celery.result import AsyncResult
+
+    from sluice.workers.embedded import EmbeddedWorker
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +36,15 @@ ProgressCallback = Callable[[int, int], None]
 EMBED_CHARS = 8000
 #: Per file: its path and either the task's summary or the error that failed it.
 Outcome = tuple[str, dict[str, Any] | str]
+
+
+def max_workers() -> int:
+    """The most worker processes one run may start: four per CPU this process may use."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return 4 * max(1, cpus)
 
 
 @dataclass
@@ -46,6 +64,8 @@ class AnalysisReport:
     cost_saved_usd: float = 0.0
     by_severity: dict[str, int] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    changes: ChangeSet | None = None
+    changed_lines_only: bool = False
 
     @property
     def findings_total(self) -> int:
@@ -67,32 +87,56 @@ def run_analysis(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     settings: Settings | None = None,
+    since: str | None = None,
+    changed_lines_only: bool = False,
 ) -> AnalysisReport:
     """Analyse every source file under ``root`` and return the session's report.
 
     ``workers``: how many worker processes to start for this run (``None``: an embedded worker when
-    the broker is embedded, otherwise the already running ``celery -A sluice worker`` processes).
-    With ``ASYNC_PROCESSING_ENABLED=false`` the files are analysed inline in this process.
+    the broker is embedded, otherwise the already running ``celery -A sluice worker`` processes; at
+    most :func:`max_workers`). With ``ASYNC_PROCESSING_ENABLED=false`` the files are analysed inline
+    in this process. ``since``: only files changed since this git revision; ``changed_lines_only``:
+    only findings on lines the change added or modified (needs ``since``).
+    Raises :class:`InvalidInput` for a bad option before any work starts.
     """
     settings = settings or get_settings()
-    if workers is not None and workers < 0:
-        raise InvalidInput(f"workers must be >= 0, got {workers}")
     started = time.perf_counter()
-    walk = WalkReport()
-    files = list(walk_tree(root, settings.max_file_bytes, walk))
-    upgrade()
-    session_id = _create_session(Path(root).resolve(), len(files), settings)
-    notify = progress or (lambda done, total: None)
-    notify(0, len(files))
-    rule_list = list(rules) if rules else None
+    rule_list = _checked_rules(rules)
+    workers = _checked_workers(workers, settings)
+    if not Path(root).exists():
+        raise InvalidInput(f"path {str(root)!r} does not exist")
+    if changed_lines_only and since is None:
+        raise InvalidInput("--changed-lines-only needs --since REV (the change to review)")
+    changes = changes_since(root, since) if since is not None else None
     if not settings.async_processing_enabled:
         mode = "inline (ASYNC_PROCESSING_ENABLED=false)"
-        workers = 0
     else:
-        if workers is None:
-            workers = settings.worker_concurrency if settings.embedded_broker else 0
         mode = f"embedded worker x{workers}" if workers else "external workers"
-    outcomes, embedded = _run_tasks(session_id, files, rule_list, workers, settings, notify)
+    worker = _start_worker(workers, settings) if workers else None
+    session_id: int | None = None
+    try:
+        walk = WalkReport()
+        include = changes.__contains__ if changes is not None else None
+        files = list(walk_tree(root, settings.max_file_bytes, walk, include))
+        from sluice.db import upgrade
+
+        upgrade()
+        session_id = _create_session(Path(root).resolve(), len(files), settings)
+        notify = progress or (lambda done, total: None)
+        notify(0, len(files))
+        outcomes, embedded = _run_tasks(session_id, files, rule_list, worker, settings, notify)
+    except BaseException as exc:
+        if worker:
+            worker.stop()  # at once: what it held stays queued (the broker redelivers it)
+        if session_id is not None:
+            _mark_ended(
+                session_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            )
+        raise
+    if worker and settings.embedded_broker:
+        worker.stop_when_idle(settings.broker_dir)
+    elif worker:
+        worker.shutdown()  # Redis or RabbitMQ: let it acknowledge what it ran
     failed = [(path, error) for path, error in outcomes if isinstance(error, str)]
     done = [outcome for _, outcome in outcomes if isinstance(outcome, dict)]
     report = AnalysisReport(
@@ -107,12 +151,51 @@ def run_analysis(
         cache_hits=sum(1 for o in done if o.get("cache_hit")),
         cost_saved_usd=sum(float(o.get("cost_saved_usd", 0.0)) for o in done),
         files_embedded=embedded,
+        changes=changes,
+        changed_lines_only=changed_lines_only,
     )
     _finish_session(report)
     return report
 
 
+def _checked_rules(rules: Sequence[str] | None) -> list[str] | None:
+    if rules is None:
+        return None
+    rule_list = list(rules)
+    select_rules(rule_list)  # raises InvalidInput naming an unknown or empty selector
+    return rule_list
+
+
+def _checked_workers(workers: int | None, settings: Settings) -> int:
+    """How many worker processes this run starts (0: none; inline or external workers)."""
+    limit = max_workers()
+    if workers is not None and not 0 <= workers <= limit:
+        raise InvalidInput(
+            f"--workers must be between 0 and {limit} (4 per CPU of this machine), got {workers}"
+        )
+    if not settings.async_processing_enabled:
+        return 0
+    if workers is None and settings.embedded_broker:
+        if settings.worker_concurrency > limit:
+            raise ConfigurationError(
+                f"SLUICE_WORKER_CONCURRENCY={settings.worker_concurrency} is more than this machine "
+                f"runs well; use at most {limit} (4 per CPU)"
+            )
+        return settings.worker_concurrency
+    return workers or 0
+
+
+def _start_worker(workers: int, settings: Settings) -> EmbeddedWorker:
+    from sluice.workers.embedded import EmbeddedWorker
+
+    worker = EmbeddedWorker(workers, settings.data_dir / "logs" / "embedded-worker.log")
+    worker.start()
+    return worker
+
+
 def _create_session(root: Path, total: int, settings: Settings) -> int:
+    from sluice.db import AnalysisSession, session_scope
+
     with session_scope() as db:
         row = AnalysisSession(
             status="running",
@@ -130,7 +213,7 @@ def _run_tasks(
     session_id: int,
     files: list[SourceFile],
     rules: list[str] | None,
-    workers: int,
+    worker: EmbeddedWorker | None,
     settings: Settings,
     notify: ProgressCallback,
 ) -> tuple[list[Outcome], int]:
@@ -140,50 +223,39 @@ def _run_tasks(
     """
     from sluice.celery import app
     from sluice.workers import submit_batch, submit_task
-    from sluice.workers.embedded import EmbeddedWorker
 
-    worker = None
-    if workers:
-        worker = EmbeddedWorker(workers, settings.data_dir / "logs" / "embedded-worker.log")
-        worker.start()
-    elif settings.async_processing_enabled:
+    if worker is None and settings.async_processing_enabled:
         _require_external_workers(app, settings)
-    try:
-        results = [
-            submit_task(
-                "analysis",
-                {
-                    "session_id": session_id,
-                    "path": f.path,
-                    "content": f.content,
-                    "language": f.language,
-                    "rules": rules,
-                },
-            )
-            for f in files
-        ]
-        embeddings = (
-            submit_batch(
-                "embedding",
-                [
-                    {"session_id": session_id, "path": f.path, "text": f.content[:EMBED_CHARS]}
-                    for f in files
-                ],
-            )
-            if files
-            else None
+    results = [
+        submit_task(
+            "analysis",
+            {
+                "session_id": session_id,
+                "path": f.path,
+                "content": f.content,
+                "language": f.language,
+                "rules": rules,
+            },
         )
-        outcomes = _collect(
-            results, files, settings, notify, worker.check_alive if worker else None
+        for f in files
+    ]
+    embeddings = (
+        submit_batch(
+            "embedding",
+            [
+                {"session_id": session_id, "path": f.path, "text": f.content[:EMBED_CHARS]}
+                for f in files
+            ],
         )
-        embedded = 0
-        if embeddings is not None:
-            vectors = embeddings.get(timeout=settings.task_timeout)
-            embedded = sum(1 for v in vectors if isinstance(v, dict))
-        return outcomes, embedded
-    finally:
-        if worker:
-            worker.stop()
+        if files
+        else None
+    )
+    outcomes = _collect(results, files, settings, notify, worker.check_alive if worker else None)
+    embedded = 0
+    if embeddings is not None:
+        vectors = embeddings.get(timeout=settings.task_timeout)
+        embedded = sum(1 for v in vectors if isinstance(v, dict))
+    return outcomes, embedded
 
 
 def _require_external_workers(app: Any, settings: Settings) -> None:
@@ -206,6 +278,8 @@ def _collect(
     check_worker: Callable[[], None] | None,
 ) -> list[Outcome]:
     """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds."""
+    from celery.result import EagerResult
+
     from sluice.workers.results import value_of, wait_ready
 
     outcomes: list[Outcome] = []
@@ -235,31 +309,64 @@ def _collect(
     return outcomes
 
 
+def _mark_ended(session_id: int, status: str) -> None:
+    """Best effort on the way out of a run that did not finish: the session says why."""
+    from sluice.db import AnalysisSession, session_scope
+
+    try:
+        with session_scope() as db:
+            session = db.get(AnalysisSession, session_id)
+            if session is not None:
+                session.status = status
+                session.finished_at = datetime.now(UTC)
+    except Exception:  # the database may be what failed; the original error is the one to show
+        log.warning("could not mark session %s as %s", session_id, status, exc_info=True)
+
+
 def _finish_session(report: AnalysisReport) -> None:
+    from sqlalchemy import select
+
+    from sluice.db import AnalysisSession, CodeReviewResult, session_scope
+
     with session_scope() as db:
         session = db.get(AnalysisSession, report.session_id)
         assert session is not None
         session.status = "failed" if report.failed else "completed"
         session.finished_at = datetime.now(UTC)
-        counts = db.execute(
-            select(CodeReviewResult.severity, func.count())
-            .where(CodeReviewResult.session_id == report.session_id)
-            .group_by(CodeReviewResult.severity)
-        ).all()
-        report.by_severity = {s: n for s, n in sorted(counts, key=lambda r: SEVERITIES.index(r[0]))}
         rows = db.scalars(
             select(CodeReviewResult).where(CodeReviewResult.session_id == report.session_id)
         ).all()
-        report.findings = sorted(
-            (
-                {
-                    "path": r.file_path,
-                    "line": r.line,
-                    "severity": r.severity,
-                    "rule": r.rule,
-                    "message": r.message,
-                }
-                for r in rows
-            ),
-            key=lambda f: (SEVERITIES.index(f["severity"]), f["path"], f["line"], f["rule"]),
-        )
+        findings = [finding_of(row) for row in rows]
+    if report.changed_lines_only and report.changes is not None:
+        changes = report.changes
+        findings = [f for f in findings if changes.touches(f["path"], f["line"])]
+    report.findings = sort_findings(findings)
+    report.by_severity = count_by_severity(report.findings)
+
+
+def finding_of(row: Any) -> dict[str, Any]:
+    """A stored ``CodeReviewResult`` as the plain dict every output format reads."""
+    return {
+        "path": row.file_path,
+        "line": row.line,
+        "column": row.column,
+        "severity": row.severity,
+        "rule": row.rule,
+        "message": row.message,
+    }
+
+
+def sort_findings(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most severe first, then by location and rule."""
+    return sorted(
+        findings,
+        key=lambda f: (SEVERITIES.index(f["severity"]), f["path"], f["line"], f["rule"]),
+    )
+
+
+def count_by_severity(findings: list[dict[str, Any]]) -> dict[str, int]:
+    """``{severity: count}`` in severity order, only severities that occur."""
+    counts = {severity: 0 for severity in SEVERITIES}
+    for finding in findings:
+        counts[finding["severity"]] += 1
+    return {severity: n for severity, n in counts.items() if n}

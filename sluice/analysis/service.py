@@ -45,7 +45,9 @@ def analyze_source(
         return active.analyze(content, language, rules, settings.ai_model).to_dict()
 
     started = time.perf_counter()
-    key = CacheKeyGenerator.analysis(content, language, rules, settings.ai_model)
+    key = CacheKeyGenerator.analysis(
+        content, language, rules, settings.ai_model, active.cache_identity("analysis")
+    )
     cached = cache.sync.get_or_compute(
         ANALYSIS, key, call_provider, model=settings.ai_model, usage_of=lambda r: r.get("usage")
     )

@@ -4,8 +4,9 @@ no binary files, nothing over the size limit."""
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,18 +67,23 @@ class _IgnoreRules:
 
 
 def walk_tree(
-    root: str | os.PathLike[str], max_bytes: int, report: WalkReport
+    root: str | os.PathLike[str],
+    max_bytes: int,
+    report: WalkReport,
+    include: Callable[[str], bool] | None = None,
 ) -> Iterator[SourceFile]:
     """Yield every analysable file under ``root`` in a stable (sorted) order.
 
     Skips are counted in ``report``; an unreadable file is recorded there, never raised, so one bad
-    file does not stop a run. ``root`` itself must exist: a file root yields just that file.
+    file does not stop a run. ``root`` itself must exist: a file root yields just that file. Only
+    regular files are opened (a named pipe or device would block or never end). ``include``, given a
+    path relative to the root, leaves out the files it refuses (counted as "unchanged": ``--since``).
     """
     base = Path(root)
     if not base.exists():
         raise InvalidInput(f"path {str(root)!r} does not exist")
     base = base.resolve()
-    if base.is_file():
+    if not base.is_dir():
         source = _read(base, base.name, max_bytes, report)
         if source:
             yield source
@@ -105,7 +111,11 @@ def walk_tree(
             if path.is_symlink():
                 report.skipped["symlink"] += 1
                 continue
-            source = _read(path, path.relative_to(base).as_posix(), max_bytes, report)
+            relative = path.relative_to(base).as_posix()
+            if include is not None and not include(relative):
+                report.skipped["unchanged"] += 1
+                continue
+            source = _read(path, relative, max_bytes, report)
             if source:
                 yield source
 
@@ -116,12 +126,30 @@ def _read(path: Path, relative: str, max_bytes: int, report: WalkReport) -> Sour
         report.skipped["unknown language"] += 1
         return None
     try:
-        if path.stat().st_size > max_bytes:
-            report.skipped["too large"] += 1
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            report.skipped["not a regular file"] += 1
             return None
-        data = path.read_bytes()
+        # O_NONBLOCK: should it have become a named pipe since, opening must not wait for a writer;
+        # fstat then tells what was opened.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         report.unreadable.append(relative)
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                report.skipped["not a regular file"] += 1
+                return None
+            if info.st_size > max_bytes:
+                report.skipped["too large"] += 1
+                return None
+            data = handle.read(max_bytes + 1)
+        except OSError:
+            report.unreadable.append(relative)
+            return None
+    if len(data) > max_bytes:  # it grew after the fstat
+        report.skipped["too large"] += 1
         return None
     if _is_binary(data[:_SNIFF_BYTES]):
         report.skipped["binary"] += 1

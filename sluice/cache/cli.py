@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from sluice.cache.ai_cache import get_ai_cache
 from sluice.cache.policy import CONTENT_TYPES
-from sluice.clitools import SluiceGroup
+from sluice.clitools import SafeConsole, SluiceGroup
 
-console = Console()
+console = SafeConsole()
 
 
 @click.group("cache", cls=SluiceGroup)
@@ -37,11 +36,21 @@ def stats() -> None:
     table.add_row("l2 hits", str(l2["hits"]))
     table.add_row("l2 misses", str(l2["misses"]))
     table.add_row("l2 errors", str(l2["errors"]))
+    table.add_row("l2 lost writes", str(l2["lost_writes"]))
     table.add_row("l2 circuit", str(l2["circuit"]))
     table.add_row("cluster-wide", str(data["cluster_wide"]))
     console.print(table)
     by_type = Table(title="By content type", title_justify="left")
-    events = ("l1_hits", "l2_hits", "misses", "provider_calls", "sets", "too_large", "corrupt")
+    events = (
+        "l1_hits",
+        "l2_hits",
+        "misses",
+        "provider_calls",
+        "sets",
+        "lost_writes",
+        "too_large",
+        "corrupt",
+    )
     by_type.add_column("type")
     for event in events:
         by_type.add_column(event.replace("_", " "), justify="right")

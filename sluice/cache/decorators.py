@@ -55,6 +55,8 @@ def cached_ai_call(
     :func:`get_ai_cache` (resolved at call time, so a module can decorate before settings load).
     For ``content_type="response"``, calls whose arguments make the response uncacheable
     (``temperature`` above the limit, ``n > 1``, ``stream``) always run the function.
+    ``model`` is part of every key (two decorations differing only in it never share an answer).
+    An argument that is not JSON data raises :class:`~sluice.errors.InvalidInput` naming it.
     """
     check_content_type(content_type)
     if ttl is not None and ttl <= 0:
@@ -78,7 +80,7 @@ def cached_ai_call(
             ):
                 target.stats.incr(RESPONSE, "uncacheable")
                 return None
-            return target, CacheKeyGenerator.call(content_type, name, arguments)
+            return target, CacheKeyGenerator.call(content_type, name, arguments, model)
 
         if inspect.iscoroutinefunction(func):
 

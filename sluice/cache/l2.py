@@ -2,17 +2,25 @@
 
 Keeps the guide's name :class:`L2RedisCache`, though it runs over any :class:`~sluice.store.Store`
 (Redis, or diskcache on one machine). Every backend error is counted and turned into a miss or a
-skipped write; after a few in a row the breaker stops calling the backend until it recovers.
+skipped write; the breaker, told each call's latency, stops calling the backend after errors in a
+row or a sustained run of extreme latencies, until it recovers.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from sluice.cache.breaker import CircuitBreaker
-from sluice.errors import BackendUnavailable, CodecError, InvalidInput, SluiceError
+from sluice.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    CodecError,
+    InvalidInput,
+    SluiceError,
+)
 from sluice.store import BufferedCounters, Store, StoreLock
 
 log = logging.getLogger(__name__)
@@ -31,60 +39,123 @@ class L2RedisCache:
         self.stats = stats
 
     def _guarded(self, content_type: str, default: T, operation: Callable[[], T]) -> T:
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if not breaker.allow():
             return default
+        started = time.perf_counter()
         try:
             result = operation()
         except (CodecError, InvalidInput):
             # The backend answered (with a value we refuse): not an outage. Recording the success
             # also ends a half-open trial, which would otherwise stay "running" forever.
-            self.breaker.record_success()
+            breaker.record_success(time.perf_counter() - started)
             raise
         except SluiceError as exc:
-            self.breaker.record_failure()
-            if self.stats:
-                self.stats.incr(content_type, "l2_errors")
-            log.warning("L2 cache unavailable (%s); continuing without it", exc)
+            self._failed(content_type, exc, time.perf_counter() - started)
             return default
-        self.breaker.record_success()
+        breaker.record_success(time.perf_counter() - started)
         return result
 
-    def get(self, content_type: str, key: str) -> Any | None:
-        """The stored envelope, or None on a miss, an error, or a corrupt value (counted)."""
-        try:
-            return self._guarded(content_type, None, lambda: self.store.get(key))
-        except (CodecError, InvalidInput) as exc:
-            # Garbage, a pickle, or a foreign value of another kind (a list, a hash) under the key.
-            if self.stats:
-                self.stats.incr(content_type, "corrupt")
-            log.warning("ignoring undecodable L2 value at %s: %s", key, exc)
+    def _failed(self, content_type: str, exc: SluiceError, elapsed: float) -> None:
+        if isinstance(exc, BackendTimeout):
+            self.breaker.record_timeout(elapsed)
+        else:
+            self.breaker.record_failure()
+        if self.stats:
+            self.stats.incr(content_type, "l2_errors")
+        log.warning("L2 cache unavailable (%s); continuing without it", exc)
+
+    def get_encoded(self, content_type: str, key: str) -> bytes | None:
+        """The stored bytes, or None on a miss, an error, or a key of another kind (counted)."""
+        # _guarded, inlined: this is every L2 hit's path.
+        breaker = self.breaker
+        if not breaker.allow():
             return None
+        started = time.perf_counter()
+        try:
+            data = self.store.get_encoded(key)
+        except (CodecError, InvalidInput) as exc:
+            breaker.record_success(time.perf_counter() - started)
+            self._corrupt(content_type, key, exc)
+            return None
+        except SluiceError as exc:
+            self._failed(content_type, exc, time.perf_counter() - started)
+            return None
+        breaker.record_success(time.perf_counter() - started)
+        return data
+
+    def get_many_encoded(self, content_type: str, keys: list[str]) -> dict[str, bytes]:
+        try:
+            return self._guarded(content_type, {}, lambda: self.store.get_many_encoded(keys))
+        except (CodecError, InvalidInput):
+            # One key of another kind spoils the batch read; fall back to reading each alone.
+            found = {key: self.get_encoded(content_type, key) for key in keys}
+            return {key: data for key, data in found.items() if data is not None}
 
     def get_many(self, content_type: str, keys: list[str]) -> dict[str, Any]:
+        """Decoded values of the keys present; undecodable ones are skipped (counted)."""
+        found = {}
+        for key, data in self.get_many_encoded(content_type, keys).items():
+            try:
+                found[key] = self.store.codec.decode(data)
+            except CodecError as exc:
+                self._corrupt(content_type, key, exc)
+        return found
+
+    def set_encoded(self, content_type: str, key: str, data: bytes, ttl: float) -> bool:
+        """Store bytes; False when they were not written (an error, or the circuit open)."""
+        # _guarded, inlined: this is every write's path.
+        breaker = self.breaker
+        if not breaker.allow():
+            return False
+        started = time.perf_counter()
         try:
-            return self._guarded(content_type, {}, lambda: self.store.get_many(keys))
-        except (CodecError, InvalidInput):
-            # One corrupt value spoils the batch read; fall back to reading each key alone.
-            found = {key: self.get(content_type, key) for key in keys}
-            return {key: value for key, value in found.items() if value is not None}
+            self.store.set_encoded(key, data, ttl)
+        except SluiceError as exc:
+            self._failed(content_type, exc, time.perf_counter() - started)
+            return False
+        breaker.record_success(time.perf_counter() - started)
+        return True
 
-    def set(self, content_type: str, key: str, envelope: Any, ttl: float) -> bool:
-        return self._guarded(
-            content_type, False, lambda: self.store.set(key, envelope, ttl) is None
-        )
+    def set(self, content_type: str, key: str, value: Any, ttl: float) -> bool:
+        """Store a value; False when it was not written (an error, or the circuit open)."""
+        return self._guarded(content_type, False, lambda: self.store.set(key, value, ttl) is None)
 
-    def set_many(self, content_type: str, entries: dict[str, Any], ttl: float) -> bool:
-        return self._guarded(content_type, False, lambda: self.store.set_many(entries, ttl) is None)
+    def _corrupt(self, content_type: str, key: str, exc: Exception) -> None:
+        # Garbage, a pickle, or a foreign value of another kind (a list, a hash) under the key.
+        if self.stats:
+            self.stats.incr(content_type, "corrupt")
+        log.warning("ignoring undecodable L2 value at %s: %s", key, exc)
 
     def delete(self, content_type: str, keys: Iterable[str]) -> int:
         keys = list(keys)
         return self._guarded(content_type, 0, lambda: self.store.delete(*keys)) if keys else 0
 
     def counters(self, keys: list[str]) -> list[int] | None:
-        """Several counters at once, or None when L2 is unavailable."""
-        return self._guarded(
-            "generation", None, lambda: [self.store.get_counter(key) for key in keys]
-        )
+        """Several counters at once; None when L2 is unavailable or one is malformed (counted)."""
+        try:
+            return self._guarded(
+                "generation", None, lambda: [self.store.get_counter(key) for key in keys]
+            )
+        except (CodecError, InvalidInput) as exc:
+            if self.stats:
+                self.stats.incr("generation", "corrupt")
+            log.warning("ignoring a malformed AI cache counter: %s", exc)
+            return None
+
+    def repair_counters(self, keys: list[str], fresh: int) -> None:
+        """Replace each malformed counter among ``keys`` by ``fresh`` (a value none has held)."""
+
+        def repair() -> None:
+            for key in keys:
+                try:
+                    self.store.get_counter(key)
+                except (CodecError, InvalidInput):
+                    log.warning("replacing the malformed AI cache counter %s", key)
+                    self.store.delete(key)
+                    self.store.incr(key, fresh)
+
+        self._guarded("generation", None, repair)
 
     def bump(self, key: str) -> int | None:
         return self._guarded("generation", None, lambda: self.store.incr(key))

@@ -57,6 +57,13 @@ class L1MemoryCache:
                 self._bytes -= evicted
         return True
 
+    def replace(self, key: str, value: Any) -> None:
+        """Swap the value of a present entry, keeping its expiry and size (no-op when absent)."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is not None:
+                self._data[key] = (value, item[1], item[2])
+
     def delete(self, key: str) -> bool:
         with self._lock:
             return self._remove(key)

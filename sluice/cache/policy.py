@@ -26,6 +26,7 @@ EVENTS = (
     "uncacheable",
     "provider_calls",
     "stampede_waits",
+    "lost_writes",
     "cost_saved_micro_usd",
 )
 
@@ -67,8 +68,9 @@ class CacheConfig:
     lock_lease: float = 30.0
     #: How long a process waits for another's computation before computing itself.
     stampede_wait: float = 30.0
-    #: Socket timeout of L2 operations; after ``breaker_failures`` errors in a row, L2 is skipped
-    #: for ``breaker_reset`` seconds (fail-open).
+    #: Socket timeout of L2 operations (a timeout is a slow call, not an error). After
+    #: ``breaker_failures`` errors in a row, or a sustained run of extreme latencies (see
+    #: :class:`~sluice.cache.breaker.CircuitBreaker`), L2 is skipped for ``breaker_reset`` seconds.
     l2_timeout: float = 0.5
     breaker_failures: int = 3
     breaker_reset: float = 5.0

@@ -10,15 +10,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sluice.cdn.compression import CompressionReport
 from sluice.cdn.manager import get_cdn_manager
 from sluice.cdn.nginx import check_config
 from sluice.cdn.policies import PolicyTable
-from sluice.clitools import SluiceGroup
+from sluice.clitools import SafeConsole, SluiceGroup
 from sluice.errors import InvalidInput, SluiceError
 
 
@@ -39,7 +39,7 @@ def cdn() -> None:
 def build(src: Path, out: Path) -> None:
     """Hash, manifest, rewrite references and precompress SRC into --out."""
     manager = get_cdn_manager()
-    err = Console(stderr=True)
+    err = SafeConsole(stderr=True)
     columns = (TextColumn("compressing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("compressing", total=None)
@@ -48,10 +48,11 @@ def build(src: Path, out: Path) -> None:
         )
     for item in result.manifest.missing:
         err.print(
-            f"[yellow]warning:[/yellow] {item.source}: {item.reference} ({item.reason})",
-            highlight=False,
+            Text("warning: ", style="yellow"),
+            f"{item.source}: {item.reference} ({item.reason})",
+            sep="",
         )
-    console = Console()
+    console = SafeConsole()
     console.print(_summary(result.compression, manager.policies))
     console.print(
         f"{len(result.manifest.paths)} assets, {result.manifest.written} file(s) written, "

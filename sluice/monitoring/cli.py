@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from sluice.clitools import SafeConsole
+
+console = SafeConsole()
 
 
 @click.command("serve")

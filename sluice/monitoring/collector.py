@@ -28,7 +28,15 @@ from sluice.monitoring.recorder import BUCKETS, INF, Series
 from sluice.workers.stats import EVENTS as TASK_EVENTS
 
 log = logging.getLogger(__name__)
-CACHE_EVENTS = ("sets", "l2_errors", "corrupt", "too_large", "uncacheable", "provider_calls")
+CACHE_EVENTS = (
+    "sets",
+    "l2_errors",
+    "corrupt",
+    "too_large",
+    "uncacheable",
+    "provider_calls",
+    "lost_writes",
+)
 
 
 class SluiceCollector(Collector):

@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sluice.clitools import SafeConsole
 from sluice.errors import SluiceError
 
-console = Console()
+console = SafeConsole()
 
 
 @click.command("report")
@@ -29,7 +29,10 @@ def report(threshold_ms: float, as_json: bool) -> None:
 
     Statistics live in each process, so the report probes the platform's dashboard queries
     (sluice/db/dashboard.py) against the configured database: their timings, the slowest with
-    their plans, the cache's cluster-wide counters and validated index recommendations.
+    their plans, the cache's cluster-wide counters and validated index recommendations. With
+    pg_stat_statements on the server, the workload section ranks every client's statements by
+    total time and advises indexes weighted by the time they would save; without it, it says so
+    and ranks what this command ran.
     """
     from sluice.db import dashboard, get_engine
     from sluice.query import QueryOptimizer
@@ -45,6 +48,7 @@ def report(threshold_ms: float, as_json: bool) -> None:
                     query.sql_for(engine.dialect.name), params[name], use_cache=False
                 )
             result = optimizer.get_optimization_report()
+            result["workload"] = optimizer.get_workload_report()
         finally:
             optimizer.close()
     except SluiceError as exc:
@@ -78,6 +82,25 @@ def _print_report(result: dict[str, Any]) -> None:
         advice.add_row(
             row["table_name"], columns, improvement, row["method"], row["create_statement"]
         )
+    console.print(advice)
+    _print_workload(result["workload"])
+
+
+def _print_workload(workload: dict[str, Any]) -> None:
+    statements = Table(title=f"workload ({workload['source']}): {workload['note']}")
+    for column in ("calls", "total ms", "mean ms", "query"):
+        statements.add_column(column, overflow="fold")
+    for row in workload["statements"]:
+        statements.add_row(str(row["calls"]), f"{row['total_ms']:.1f}", f"{row['mean_ms']:.2f}",
+                           row["query"][:120])  # fmt: skip
+    console.print(statements)
+    advice = Table(title="workload index recommendations (by time saved)")
+    for column in ("table", "columns", "calls", "saved ms", "improvement %", "statement"):
+        advice.add_column(column, overflow="fold")
+    for row in workload["index_recommendations"]:
+        advice.add_row(row["table_name"], ", ".join(row["columns"]), str(row["calls"]),
+                       f"{row['estimated_time_saved_ms']:.1f}",
+                       f"{row['estimated_improvement']:.1f}", row["create_statement"])  # fmt: skip
     console.print(advice)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +28,13 @@ from sluice.query.placeholders import Params, bind
 from sluice.query.plans import PlanExplainer
 from sluice.query.result_cache import CacheLookup, QueryResultCache, Rows
 from sluice.query.slow_queries import SlowQueryAnalyzer
+from sluice.query.snapshots import fresh_snapshot
 from sluice.query.tracking import WriteTracker
+from sluice.query.workload import WorkloadAnalyzer
 from sluice.settings import Settings, get_settings
 from sluice.store import Store, get_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,11 @@ class QueryOptimizer:
         self._slow_analyzer = SlowQueryAnalyzer(
             self.normalizer, self._explainer, self._index_analyzer, slow_threshold_ms
         )
+        self._workload = WorkloadAnalyzer(
+            self._explainer, self.normalizer, self._index_analyzer, self._slow_analyzer
+        )
         # Writes are tracked even with caching off here: other processes may have it on.
-        self._tracker = WriteTracker(sync_engine, self.normalizer, self._cache)
+        self._tracker = WriteTracker(sync_engine, self.normalizer, self._cache, self._explainer)
         self._slow_analyzer.install(sync_engine)
         self._tracker.install()
 
@@ -91,6 +99,11 @@ class QueryOptimizer:
     def cache(self) -> QueryResultCache:
         """The result cache."""
         return self._cache
+
+    @property
+    def write_tracker(self) -> WriteTracker:
+        """The engine hook that invalidates, with its dependency map."""
+        return self._tracker
 
     @property
     def slow_query_analyzer(self) -> SlowQueryAnalyzer:
@@ -125,6 +138,8 @@ class QueryOptimizer:
         sync_connection = (
             connection.sync_connection if isinstance(connection, AsyncConnection) else connection
         )
+        # A caller's async connection cannot be asked about its snapshot from here: uncached.
+        use_cache = use_cache and not isinstance(connection, AsyncConnection)
         prepared = self._prepare(sql, params, use_cache, sync_connection)
         if prepared.lookup is not None and prepared.lookup.rows is not None:
             return prepared.lookup.rows, _since(started)
@@ -170,17 +185,29 @@ class QueryOptimizer:
     ) -> _Prepared:
         clause, bound = bind(sql, params)
         shape = self.normalizer.analyze(sql)
-        # A transaction that has written must read its own writes, and must not cache them.
-        cacheable = (
-            use_cache
-            and self.cache_enabled
-            and shape.cacheable
-            and not (connection is not None and self._tracker.has_pending_writes(connection))
-        )
-        lookup = (
-            self._cache.lookup(shape.fingerprint, shape.tables_read, bound) if cacheable else None
-        )
+        lookup = None
+        if use_cache and self.cache_enabled and shape.cacheable and self._fresh(connection):
+            try:
+                versions = self._cache.versions()
+            except BackendUnavailable as exc:
+                log.warning("query cache unavailable, running uncached: %s", exc)
+            else:
+                dependencies = self._tracker.dependencies(versions, connection)
+                if dependencies is not None and dependencies.cacheable_read(shape):
+                    lookup = self._cache.lookup(sql, shape.relations_read, bound, versions)
         return _Prepared(clause, bound, shape, lookup)
+
+    def _fresh(self, connection: Connection | None) -> bool:
+        """Whether a read on ``connection`` may use the cache: not on an unhooked engine (its
+        writes are unseen), not after its transaction wrote (it must read its own writes), not
+        in a snapshot that may predate a commit (see :mod:`sluice.query.snapshots`)."""
+        if connection is None:
+            return True
+        return (
+            connection.engine.pool is self.sync_engine.pool
+            and not self._tracker.has_pending_writes(connection)
+            and fresh_snapshot(connection)
+        )
 
     def _remember(self, prepared: _Prepared, rows: Rows, ttl: float | None) -> None:
         if prepared.lookup is not None:
@@ -189,12 +216,20 @@ class QueryOptimizer:
     # -- invalidation ----------------------------------------------------------------------------
 
     async def invalidate_cache_for_table(self, table: str) -> None:
-        """Invalidate every cached result that read ``table``, in every process."""
-        await asyncio.to_thread(self._cache.invalidate_table, table)
+        """Invalidate every cached result that read ``table`` (or a view over it), in every
+        process."""
+        await asyncio.to_thread(self.invalidate_cache_for_table_sync, table)
 
     def invalidate_cache_for_table_sync(self, table: str) -> None:
         """The synchronous twin of :meth:`invalidate_cache_for_table`."""
-        self._cache.invalidate_table(table)
+        self._cache.invalidate_table(table)  # validates the name
+        try:
+            dependencies = self._tracker.dependencies(self._cache.versions())
+        except BackendUnavailable as exc:
+            log.warning("could not read table versions: %s", exc)
+            return
+        if dependencies is not None:
+            self._cache.bump(dependencies.readers_of([table]))
 
     async def invalidate_all(self) -> None:
         """Invalidate every cached result of this database, in every process."""
@@ -219,6 +254,12 @@ class QueryOptimizer:
             "top_slow_queries": [s.as_dict() for s in self._slow_analyzer.slow_queries()[:top]],
             "index_recommendations": self._slow_analyzer.get_index_recommendations(),
         }
+
+    def get_workload_report(self, top: int = 10) -> dict[str, Any]:
+        """The whole database's statements ranked by total time, with index advice weighted by
+        the time it would save: from ``pg_stat_statements`` when the server has it, else (with a
+        ``note`` saying why) from what this process saw. See :mod:`sluice.query.workload`."""
+        return self._workload.report(top)
 
     def close(self) -> None:
         """Remove the engine hooks and the explainer's connections."""

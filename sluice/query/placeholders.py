@@ -23,6 +23,7 @@ Params = Mapping[str, Any] | Sequence[Any] | None
 _TEXT_BIND = re.compile(r"(?<![:\w\\]):(?=\w)")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
 _POSITIONAL = re.compile(r"\$(\d+)")
+_INTERESTING = re.compile(r"['\"$]|--|/\*")
 
 
 def positional_placeholders(sql: str) -> list[tuple[int, int, int]]:
@@ -30,6 +31,12 @@ def positional_placeholders(sql: str) -> list[tuple[int, int, int]]:
     found: list[tuple[int, int, int]] = []
     i, size = 0, len(sql)
     while i < size:
+        # Jump to the next character that can start a literal, a comment or a placeholder: a
+        # megabyte of IN-list digits then costs one regular-expression scan.
+        interesting = _INTERESTING.search(sql, i)
+        if interesting is None:
+            break
+        i = interesting.start()
         char = sql[i]
         if char in "'\"":
             i = _skip_quoted(sql, i, char)

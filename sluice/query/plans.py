@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # Async drivers have a synchronous sibling the explainer can use.
 _SYNC_DRIVERS = {"postgresql+asyncpg": "postgresql+psycopg", "sqlite+aiosqlite": "sqlite"}
+_DOLLAR = re.compile(r"\$(\d+)")
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,29 @@ class PlanExplainer:
                 return self._explain(conn, statement, parameters)
             with self.connection() as own:
                 return self._explain(own, statement, parameters)
+        except SQLAlchemyError as exc:
+            log.debug("could not explain %r: %s", statement[:200], exc)
+            return None
+
+    def explain_generic(self, statement: str, conn: Connection) -> Plan | None:
+        """The generic plan of a statement written with ``$n`` placeholders and no values (as
+        ``pg_stat_statements`` reports them), PostgreSQL only; None when it cannot be had.
+
+        Prepared and explained with ``plan_cache_mode = force_generic_plan``, in a savepoint of
+        ``conn``'s transaction; prepared afresh each time so hypothetical indexes count.
+        """
+        if self.dialect != "postgresql":
+            return None
+        count = max((int(n) for n in _DOLLAR.findall(statement)), default=0)
+        arguments = f"({', '.join(['NULL'] * count)})" if count else ""
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+                conn.exec_driver_sql(f"PREPARE sluice_generic AS {statement}")
+                try:
+                    return self._explain(conn, f"EXECUTE sluice_generic{arguments}", None)
+                finally:
+                    conn.exec_driver_sql("DEALLOCATE sluice_generic")
         except SQLAlchemyError as exc:
             log.debug("could not explain %r: %s", statement[:200], exc)
             return None

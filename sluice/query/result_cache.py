@@ -1,8 +1,11 @@
 """QueryResultCache: query results keyed by shape, parameters and table versions.
 
 Every table has a version: a counter in one hash of the shared store, per database (the
-*namespace*), plus an epoch field that invalidate-all bumps. An entry's key is a digest of the
-fingerprint, the parameters and the current version of every table the query reads, so a write
+*namespace*), plus an epoch field that invalidate-all bumps and a schema generation that DDL bumps
+(processes re-read their dependency map when it moves). Tables are versioned by name without
+schema, lower-case: one table however a statement names it. An entry's key is a digest of the
+exact statement text (two statements differing only in a literal share a fingerprint, never an
+answer), the parameters and the current version of every table the query reads, so a write
 invalidates with a single increment, in every process on Redis or on one machine's DiskStore, with
 no clock involved. Old entries are never read again and expire by their TTL (the backstop for
 writes sluice cannot see, such as another application's).
@@ -31,6 +34,7 @@ from sluice.store import BufferedCounters, Store
 log = logging.getLogger(__name__)
 
 EPOCH = "*"  # the versions-hash field invalidate-all bumps; never a table name
+GENERATION = "#schema"  # the versions-hash field DDL bumps; never a table name
 Rows = list[dict[str, Any]]
 
 
@@ -79,18 +83,29 @@ class QueryResultCache:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def versions(self) -> dict[str, int]:
+        """Every table version of this namespace (raises BackendUnavailable)."""
+        return self.store.hgetall_counters(self._versions_key)
+
     def lookup(
-        self, fingerprint: str, tables: Iterable[str], params: Mapping[str, Any]
+        self,
+        statement: str,
+        tables: Iterable[str],
+        params: Mapping[str, Any],
+        versions: Mapping[str, int] | None = None,
     ) -> CacheLookup:
         """Find the cached rows of a query, or the key to store them under after running it.
 
-        The versions are read *before* the query runs: if a write commits in between, the result
-        is stored under the old versions, where no later lookup will find it.
+        The versions (``versions``, or read now) must be read *before* the query runs: if a
+        write commits in between, the result is stored under the old versions, where no later
+        lookup will find it.
         """
         try:
-            key = self._entry_key(fingerprint, tables, params)
+            if versions is None:
+                versions = self.versions()
+            key = self._entry_key(statement, tables, params, versions)
         except UnencodableValue as exc:
-            log.debug("query %s not cached: %s", fingerprint, exc)
+            log.debug("query not cached: %s", exc)
             return CacheLookup(None)
         except BackendUnavailable as exc:
             log.warning("query cache unavailable, running uncached: %s", exc)
@@ -124,11 +139,15 @@ class QueryResultCache:
 
     def bump(self, tables: Iterable[str]) -> None:
         """Invalidate every entry that read any of ``tables`` (one increment per table)."""
-        for table in sorted({t.lower() for t in tables if t}):
+        for table in sorted({relation_key(t) for t in tables if t}):
             self.store.hincr(self._versions_key, table)
 
     def invalidate_table(self, table: str) -> None:
-        """Invalidate every cached result that read ``table``."""
+        """Invalidate every cached result that read ``table`` (a name, schema-qualified or not).
+
+        Only that table: views over it and tables its writes cascade to are the business of
+        the write tracker, which sees the statements.
+        """
         if not isinstance(table, str) or not table.strip():
             raise InvalidInput(f"table name must be a non-empty string, got {table!r}")
         self.bump([table.strip()])
@@ -164,12 +183,18 @@ class QueryResultCache:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _entry_key(self, fingerprint: str, tables: Iterable[str], params: Mapping[str, Any]) -> str:
-        versions = self.store.hgetall_counters(self._versions_key)
+    def _entry_key(
+        self,
+        statement: str,
+        tables: Iterable[str],
+        params: Mapping[str, Any],
+        versions: Mapping[str, int],
+    ) -> str:
+        text = statement.encode("utf-8", "surrogatepass")
         material = {
-            "f": fingerprint,
+            "s": hashlib.blake2b(text, digest_size=16).hexdigest(),
             "p": sorted((str(k), encode_value(v)) for k, v in params.items()),
-            "v": sorted((t, versions.get(t, 0)) for t in {t.lower() for t in tables}),
+            "v": sorted((t, versions.get(t, 0)) for t in {relation_key(t) for t in tables}),
             "e": versions.get(EPOCH, 0),
         }
         blob = json.dumps(material, sort_keys=True, default=str).encode()
@@ -213,3 +238,9 @@ class QueryResultCache:
 
     def _count(self, name: str) -> None:
         self._counters.incr("cache", name)
+
+
+def relation_key(name: str) -> str:
+    """The version field of a table name: lower-case, without schema or quotes."""
+    bare = name.strip().rsplit(".", 1)[-1].strip('"')
+    return bare.lower() if bare not in (EPOCH, GENERATION) else bare

@@ -195,7 +195,9 @@ class SlowQueryAnalyzer:
     def get_index_recommendations(self) -> list[dict[str, Any]]:
         """Index recommendations for the slow queries (see :class:`IndexAnalyzer`)."""
         samples = [
-            QuerySample(s.sample_statement, s.sample_parameters, s.shape, s.plan)
+            QuerySample(
+                s.sample_statement, s.sample_parameters, s.shape, s.plan, s.calls, s.total_ms
+            )
             for s in self.slow_queries()
             if s.shape is not None and s.shape.explainable
         ]

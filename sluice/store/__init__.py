@@ -11,7 +11,7 @@ import threading
 
 from sluice.settings import Settings, get_settings
 from sluice.store.base import Store, StoreLock, TokenGrant
-from sluice.store.codec import MAX_DECOMPRESSED_BYTES, Codec
+from sluice.store.codec import MAX_DECODED_ITEMS, MAX_DECOMPRESSED_BYTES, Codec
 from sluice.store.counters import BufferedCounters
 from sluice.store.disk import DiskStore
 from sluice.store.redis import RedisStore
@@ -30,6 +30,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     "BufferedCounters",
     "Codec",
     "MAX_DECOMPRESSED_BYTES",
+    "MAX_DECODED_ITEMS",
 ]
 
 _stores: dict[tuple[int, Settings], Store] = {}

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from sluice.errors import BackendUnavailable, InvalidInput, SluiceError
+from sluice.store.codec import Codec
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class Subscription(ABC):
 class Store(ABC):
     """A namespaced key/value store shared by every process; see the package docstring."""
 
+    #: How this store turns values into bytes (what :meth:`get_encoded` returns); backends set
+    #: their own in ``__init__``.
+    codec: Codec = Codec()
+
     def __init__(self, prefix: str) -> None:
         if not isinstance(prefix, str) or not prefix:
             # An empty prefix would let clear_namespace() wipe keys sluice does not own.
@@ -101,6 +106,23 @@ class Store(ABC):
     @abstractmethod
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """Store every item of ``mapping`` atomically, each with the same ``ttl``."""
+
+    # -- encoded values (for callers that keep the bytes: one encode, sizes for free) ----------
+
+    @abstractmethod
+    def get_encoded(self, key: str) -> bytes | None:
+        """The stored bytes of a value (as :meth:`set` or :meth:`set_encoded` wrote them), or None.
+
+        Raises :class:`~sluice.errors.CodecError` when the key holds something that is not a value.
+        """
+
+    @abstractmethod
+    def get_many_encoded(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """:meth:`get_encoded` of several keys in one round trip, for the keys present."""
+
+    @abstractmethod
+    def set_encoded(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """Store bytes made by this store's codec, as :meth:`set` would store their value."""
 
     @abstractmethod
     def ttl(self, key: str) -> float | None:

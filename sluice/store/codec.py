@@ -6,6 +6,14 @@ else (an unknown header, garbage, a pickle, which starts with ``0x80``) raises :
 
 Round-trips are value-preserving for ``None``, ``bool``, ``int``, ``float``, ``str``, lists and
 dicts; tuples come back as lists. msgpack also carries ``bytes``; JSON does not.
+
+Decoding is bounded in what it builds, not only in the bytes it inflates: a few kilobytes of zlib
+can hold megabytes of one-byte msgpack containers, each a Python object of 56+ bytes. Every element
+takes at least one byte of body, so a body of at most :data:`MAX_DECODED_ITEMS` bytes decodes to at
+most that many objects and is decoded directly; a longer body is decoded with an element budget
+(no container longer than the budget, and the elements of all containers together within it). Nesting
+is bounded by the parsers' own stacks (msgpack: 1,024 levels; JSON: the interpreter's recursion
+limit). Whatever the bytes, :meth:`Codec.decode` returns a value or raises :class:`CodecError`.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from sluice.errors import CodecError, InvalidInput
 
 # Decompressing more than this is refused, so a tiny hostile payload cannot exhaust memory.
 MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+#: At most this many elements (container items and containers) are built from one payload.
+MAX_DECODED_ITEMS = 1 << 20
 
 _JSON = 0x01
 _MSGPACK = 0x02
@@ -63,19 +73,25 @@ class Codec:
             raise CodecError(
                 f"cannot decode {type(data).__name__} payload: expected non-empty bytes"
             )
-        header, body = data[0], bytes(data[1:])
+        header = data[0]
         if header not in _KNOWN_HEADERS:
             raise CodecError(
                 f"unknown payload header 0x{header:02x}: not written by sluice's codec "
                 "(pickled and foreign data are refused)"
             )
+        body: bytes | memoryview = memoryview(data)[1:]  # no copy of the payload
         if header & _ZLIB:
             body = _inflate(body)
         try:
             if header & ~_ZLIB == _JSON:
-                return json.loads(body.decode("utf-8"))
-            return msgpack.unpackb(body, raw=False, strict_map_key=False)
-        except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
+                text = bytes(body)
+                if len(text) > MAX_DECODED_ITEMS:
+                    _check_json_budget(text)
+                return json.loads(text.decode("utf-8"))
+            if len(body) <= MAX_DECODED_ITEMS:
+                return msgpack.unpackb(body, raw=False, strict_map_key=False)
+            return _unpack_within_budget(body)
+        except (ValueError, TypeError, RecursionError, MemoryError, msgpack.UnpackException) as exc:
             raise CodecError(f"corrupt {self._name(header)} payload: {exc}") from exc
 
     def _serialize(self, value: Any) -> bytes:
@@ -95,7 +111,63 @@ class Codec:
         return "json" if header & ~_ZLIB == _JSON else "msgpack"
 
 
-def _inflate(body: bytes) -> bytes:
+class _OverBudget(ValueError):
+    """Raised from inside the unpacker's hooks to abort a decode that builds too much."""
+
+
+def _unpack_within_budget(body: bytes | memoryview) -> Any:
+    """msgpack-decode a long body, refusing it once it has built :data:`MAX_DECODED_ITEMS` items."""
+    built = 0
+
+    def count(container: Any) -> Any:
+        nonlocal built
+        built += len(container) + 1
+        if built > MAX_DECODED_ITEMS:
+            raise _OverBudget(
+                f"payload decodes to more than {MAX_DECODED_ITEMS} elements; refusing it"
+            )
+        return container
+
+    limit = MAX_DECODED_ITEMS
+    return msgpack.unpackb(
+        body,
+        raw=False,
+        strict_map_key=False,
+        list_hook=count,
+        object_hook=count,
+        # Checked before the container is allocated, so one huge header cannot allocate at all.
+        max_array_len=limit,
+        max_map_len=limit,
+        max_str_len=MAX_DECOMPRESSED_BYTES,
+        max_bin_len=MAX_DECOMPRESSED_BYTES,
+        max_ext_len=MAX_DECOMPRESSED_BYTES,
+    )
+
+
+def _check_json_budget(body: bytes) -> None:
+    """Refuse a long JSON body that may build too many elements.
+
+    Every element but the first of a container follows a comma and every container opens with a
+    bracket, so their count bounds the elements built (commas inside strings only over-count).
+    """
+    upper = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if upper > MAX_DECODED_ITEMS:
+        raise _OverBudget(
+            f"payload may decode to more than {MAX_DECODED_ITEMS} elements; refusing it"
+        )
+
+
+#: Deflate expands at most 1032:1, so a body this short cannot inflate past the limit and is
+#: inflated in one call (the streaming inflater below costs more per payload).
+_SHORT_ZLIB = MAX_DECOMPRESSED_BYTES // 1032
+
+
+def _inflate(body: bytes | memoryview) -> bytes:
+    if len(body) <= _SHORT_ZLIB:
+        try:
+            return zlib.decompress(body)
+        except zlib.error as exc:
+            raise CodecError(f"corrupt or truncated compressed payload: {exc}") from exc
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(body, MAX_DECOMPRESSED_BYTES)

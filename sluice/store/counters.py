@@ -2,7 +2,7 @@
 
 Incrementing the store on every event would put a network round trip on hot paths (an L1 cache hit,
 a task submission), so each process buffers its increments and adds them to one hash in the store
-at most once per interval.
+at most once per interval. Counting never does I/O itself (so it never blocks an event loop).
 Totals are the shared hash plus this process's unflushed increments; a flush that fails keeps its
 increments for the next one, so no count is lost while the store is down.
 
@@ -72,10 +72,16 @@ class BufferedCounters:
         return cls(flush, lambda: current().hgetall_counters(key), interval)
 
     def incr(self, scope: str, event: str, amount: int = 1) -> None:
+        """Count locally; never touches the store (the flusher thread adds the counts)."""
         with self._lock:
             self._pending[f"{scope}:{event}"] += amount
-        if time.monotonic() - self._flushed_at >= self.interval:
-            self.flush()
+
+    def add(self, *increments: tuple[str, int]) -> None:
+        """Add ``("scope:event", amount)`` pairs under one lock (for hot paths counting several)."""
+        with self._lock:
+            pending = self._pending
+            for field, amount in increments:
+                pending[field] += amount
 
     def flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= self.interval:

@@ -23,7 +23,7 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_PICKLE, UNKNOWN
 
-from sluice.errors import BackendUnavailable, CodecError, InvalidInput
+from sluice.errors import BackendTimeout, BackendUnavailable, CodecError, InvalidInput
 from sluice.store.base import (
     Store,
     Subscription,
@@ -46,6 +46,7 @@ SQLITE_TIMEOUT = 60.0
 SIZE_LIMIT = 2**40
 
 _PLAIN_TYPES = (bytes, str, int, float)
+_BACKEND_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
 
 
 class SafeDisk(diskcache.Disk):
@@ -127,10 +128,18 @@ class DiskStore(Store):
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
-            raise BackendUnavailable(
-                f"disk store at {self.directory} failed: {type(exc).__name__}: {exc}"
-            ) from None
+        except _BACKEND_ERRORS as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        if isinstance(exc, diskcache.Timeout):
+            return BackendTimeout(
+                f"disk store at {self.directory} stayed locked by another process for "
+                f"{SQLITE_TIMEOUT:g} s ({exc or 'timeout'})"
+            )
+        return BackendUnavailable(
+            f"disk store at {self.directory} failed: {type(exc).__name__}: {exc}"
+        )
 
     @contextmanager
     def _txn(self) -> Iterator[diskcache.Cache]:
@@ -139,15 +148,21 @@ class DiskStore(Store):
             yield cache
 
     def _read(self, full: str) -> tuple[Any, str | None]:
-        with self._guard():
+        # Not through _guard: a plain try costs less than a context manager on the hot path.
+        try:
             return self._cache.get(full, tag=True)
+        except _BACKEND_ERRORS as exc:
+            raise self._unavailable(exc) from None
 
-    def _decode_value(self, key: str, value: Any, tag: str | None) -> Any:
+    def _value_bytes(self, key: str, value: Any, tag: str | None) -> bytes:
         if tag is not None:
             raise InvalidInput(f"key {key!r} holds a {tag}, not a value")
         if not isinstance(value, bytes):
             raise CodecError(f"key {key!r} holds a counter, not a codec value")
-        return self.codec.decode(value)
+        return value
+
+    def _decode_value(self, key: str, value: Any, tag: str | None) -> Any:
+        return self.codec.decode(self._value_bytes(key, value, tag))
 
     def _meta(self, key: str, value: Any, tag: str | None, kind: str) -> Any:
         """Decode a tagged row of ``kind``; None when absent."""
@@ -169,7 +184,30 @@ class DiskStore(Store):
         full, ttl = self._key(key), check_ttl(ttl)
         data = self.codec.encode(value)
         with self._txn() as cache:
-            self._drop(cache, full)
+            self._replace(cache, full)
+            cache.set(full, data, expire=ttl)
+
+    def get_encoded(self, key: str) -> bytes | None:
+        """See :meth:`Store.get_encoded`."""
+        value, tag = self._read(self._key(key))
+        return None if value is None else self._value_bytes(key, value, tag)
+
+    def get_many_encoded(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """See :meth:`Store.get_many_encoded`."""
+        found = {}
+        for key in keys:
+            value, tag = self._read(self._key(key))
+            if value is not None:
+                found[key] = self._value_bytes(key, value, tag)
+        return found
+
+    def set_encoded(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """See :meth:`Store.set_encoded`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        if not isinstance(data, bytes):
+            raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
+        with self._txn() as cache:
+            self._replace(cache, full)
             cache.set(full, data, expire=ttl)
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
@@ -184,6 +222,13 @@ class DiskStore(Store):
         full = [self._key(key) for key in keys]
         with self._txn() as cache:
             return sum(self._drop(cache, name) for name in full)
+
+    def _replace(self, cache: diskcache.Cache, full: str) -> None:
+        """Make way for a new value at ``full`` (call inside a transaction): a list's items go;
+        any other row is overwritten in place, tag included, by the caller's set."""
+        _, tag = cache.get(full, tag=True)
+        if tag == _LIST:
+            self._drop(cache, full)
 
     def _drop(self, cache: diskcache.Cache, full: str) -> bool:
         """Delete one key and, for a list, its items; call inside a transaction."""
@@ -212,7 +257,7 @@ class DiskStore(Store):
         encoded = {self._key(key): self.codec.encode(value) for key, value in mapping.items()}
         with self._txn() as cache:
             for full, data in encoded.items():
-                self._drop(cache, full)
+                self._replace(cache, full)
                 cache.set(full, data, expire=ttl)
 
     def ttl(self, key: str) -> float | None:
@@ -291,9 +336,12 @@ class DiskStore(Store):
     # -- locks ---------------------------------------------------------------------------------
 
     def _lock_acquire(self, full_key: str, owner: str, lease: float) -> bool:
-        with self._guard():
-            # add() treats an expired row as absent, so a lapsed lease frees the lock.
-            return bool(self._cache.add(full_key, owner, expire=lease, tag=_LOCK))
+        with self._txn() as cache:
+            # add() treats an expired row as absent, so a lapsed lease frees the lock; the owner
+            # taking it again renews it (as on Redis, where a retried command must not fail).
+            if cache.add(full_key, owner, expire=lease, tag=_LOCK):
+                return True
+            return cache.get(full_key) == owner and bool(cache.touch(full_key, expire=lease))
 
     def _lock_renew(self, full_key: str, owner: str, lease: float) -> bool:
         with self._txn() as cache:

@@ -18,7 +18,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import PubSub
 from redis.retry import Retry
 
-from sluice.errors import BackendUnavailable, InvalidInput
+from sluice.errors import BackendTimeout, BackendUnavailable, InvalidInput
 from sluice.store.base import (
     Store,
     Subscription,
@@ -63,6 +63,22 @@ if created and tonumber(ARGV[2]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return value
+"""
+
+# Idempotent for its owner: when a reply is lost (a timeout) redis-py retries the command, and a
+# plain SET NX would then report the lock we just took as someone else's, leaving us waiting for
+# ourselves until the lease or the caller's patience ran out.
+_LOCK_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if current then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 _LOCK_RENEW = """
@@ -141,6 +157,7 @@ class RedisStore(Store):
         self._incr_script = self._client.register_script(_INCR)
         self._renew_script = self._client.register_script(_LOCK_RENEW)
         self._release_script = self._client.register_script(_LOCK_RELEASE)
+        self._acquire_script = self._client.register_script(_LOCK_ACQUIRE)
         self._pop_script = self._client.register_script(_POP_MANY)
 
     def __repr__(self) -> str:
@@ -150,22 +167,27 @@ class RedisStore(Store):
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except redis.ResponseError as exc:
-            # These two are caller mistakes (a counter op on a value, a list op on a hash, ...),
-            # not outages; every other error reply means the server cannot serve us.
-            if str(exc).startswith("WRONGTYPE") or "not an integer" in str(exc):
-                raise InvalidInput(f"key holds a different kind of value: {exc}") from None
-            raise self._unavailable(exc) from None
         except redis.RedisError as exc:
-            raise self._unavailable(exc) from None
+            raise self._translate(exc) from None
 
-    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+    def _translate(self, exc: redis.RedisError) -> InvalidInput | BackendUnavailable:
+        # These two are caller mistakes (a counter op on a value, a list op on a hash, ...),
+        # not outages; every other error reply means the server cannot serve us.
+        if isinstance(exc, redis.ResponseError) and (
+            str(exc).startswith("WRONGTYPE") or "not an integer" in str(exc)
+        ):
+            return InvalidInput(f"key holds a different kind of value: {exc}")
+        if isinstance(exc, redis.TimeoutError):
+            return self._unavailable(exc, BackendTimeout)
+        return self._unavailable(exc)
+
+    def _unavailable(
+        self, exc: Exception, kind: type[BackendUnavailable] = BackendUnavailable
+    ) -> BackendUnavailable:
         detail = str(exc)
         if self._password:
             detail = detail.replace(self._password, "***")
-        return BackendUnavailable(
-            f"Redis at {self.location} failed: {type(exc).__name__}: {detail}"
-        )
+        return kind(f"Redis at {self.location} failed: {type(exc).__name__}: {detail}")
 
     def _decode(self, data: bytes | None) -> Any | None:
         return None if data is None else self.codec.decode(data)
@@ -185,6 +207,34 @@ class RedisStore(Store):
         data = self.codec.encode(value)
         with self._guard():
             self._client.set(full, data, px=None if ttl is None else _ms(ttl))
+
+    def get_encoded(self, key: str) -> bytes | None:
+        """See :meth:`Store.get_encoded`."""
+        full = self._key(key)
+        try:  # not through _guard: a plain try costs less than a context manager
+            data: bytes | None = self._client.get(full)
+        except redis.RedisError as exc:
+            raise self._translate(exc) from None
+        return data
+
+    def get_many_encoded(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """See :meth:`Store.get_many_encoded`."""
+        names = list(keys)
+        if not names:
+            return {}
+        with self._guard():
+            values = self._client.mget([self._key(key) for key in names])
+        return {key: data for key, data in zip(names, values, strict=True) if data is not None}
+
+    def set_encoded(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """See :meth:`Store.set_encoded`."""
+        full, ttl = self._key(key), check_ttl(ttl)
+        if not isinstance(data, bytes):
+            raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
+        try:
+            self._client.set(full, data, px=None if ttl is None else _ms(ttl))
+        except redis.RedisError as exc:
+            raise self._translate(exc) from None
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """See :meth:`Store.add`."""
@@ -287,7 +337,7 @@ class RedisStore(Store):
 
     def _lock_acquire(self, full_key: str, owner: str, lease: float) -> bool:
         with self._guard():
-            return bool(self._client.set(full_key, owner, nx=True, px=_ms(lease)))
+            return bool(self._acquire_script(keys=[full_key], args=[owner, _ms(lease)]))
 
     def _lock_renew(self, full_key: str, owner: str, lease: float) -> bool:
         with self._guard():

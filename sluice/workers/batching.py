@@ -99,5 +99,9 @@ def submit_batch(
         return BatchResult(EagerResult("inline-batch", entries, "SUCCESS"), len(payloads))
     options = route(level)
     header = [run_batch.signature((name, chunk, meta), **options) for chunk in chunks]
+    # countdown=0: on a result backend without native chords (the embedded SQLite one) the first
+    # chord_unlock poll runs at once instead of after Celery's default second (a falsy countdown
+    # sets no ETA, so nothing else is delayed); later polls come every result_chord_retry_interval.
+    body = collect_batch.signature((), **options)
     with polled_results():  # BatchResult polls
-        return BatchResult(chord(header)(collect_batch.signature((), **options)), len(payloads))
+        return BatchResult(chord(header)(body, countdown=0), len(payloads))

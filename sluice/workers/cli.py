@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-console = Console()
+from sluice.clitools import SafeConsole
+
+console = SafeConsole()
 
 
 @click.group()

@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import redis
 
 from sluice.cache import ANALYSIS, CacheKeyGenerator, reset_ai_cache
 from sluice.settings import get_settings
-from sluice.store import reset_store_cache
+from sluice.store import RedisStore, reset_store_cache
+from tests.cache_model import MACHINE_SETTINGS, cache_machine
+from tests.conftest import REDIS_URL, require_service
 from tests.unit.test_cache_core import CacheContract, CacheSpec, _poll, run_guide_examples
 
 pytestmark = pytest.mark.integration
@@ -35,7 +38,7 @@ class TestCacheOnRedis(CacheContract):
         cache = spec.build()
         key = CacheKeyGenerator.analysis("listed", "python")
         client = redis.Redis.from_url(spec.location)
-        client.rpush(spec.prefix + cache._full_key(ANALYSIS, key.key), b"x")
+        client.rpush(spec.prefix + cache.full_key(ANALYSIS, key.key), b"x")
         client.close()
         for _ in range(5):
             assert cache.sync.get_analysis("listed", "python") is None
@@ -197,3 +200,16 @@ def test_calls_keep_succeeding_when_redis_dies_and_recover_when_it_returns(
     assert _poll(lambda: cache.get_stats()["cluster_wide"], 5)
     other.close()
     cache.close()
+
+
+# -- cached versus uncached, on Redis ---------------------------------------------------------------
+
+
+TestCachedVersusUncachedOnRedis = cache_machine(
+    lambda: RedisStore(
+        require_service("redis", REDIS_URL),
+        prefix=f"model-{uuid.uuid4().hex[:8]}:",
+        socket_timeout=2.0,
+    )
+).TestCase
+TestCachedVersusUncachedOnRedis.settings = MACHINE_SETTINGS

@@ -24,7 +24,6 @@ def extensions(postgres_url: str) -> None:
     engine = create_engine(postgres_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS hypopg SCHEMA public"))
     engine.dispose()
 
 
@@ -112,7 +111,7 @@ def test_async_engine(pg_schema: str, store: RedisStore) -> None:
 
 
 def test_slow_queries_are_explained_and_advice_is_validated_with_hypopg(
-    engine: Engine, store: RedisStore
+    hypopg: str, engine: Engine, store: RedisStore
 ) -> None:
     seed(engine, 20_000)
     opt = QueryOptimizer(engine, slow_threshold_ms=0, store=store)
@@ -173,3 +172,40 @@ def test_migration_004_round_trips_on_postgres(engine: Engine) -> None:
     upgrade(engine=engine)
     assert indexes() == found
     assert "ix_users_lower_email" in {i["name"] for i in inspect(engine).get_indexes("users")}
+
+
+def test_a_read_in_a_repeatable_read_snapshot_is_never_stored(
+    engine: Engine, store: RedisStore
+) -> None:
+    add_project(engine)
+    opt = QueryOptimizer(engine, store=store, cache_enabled=True)
+    try:
+        assert read(opt) == ("alpha", False)
+        with engine.connect() as reader:
+            reader = reader.execution_options(isolation_level="REPEATABLE READ")
+            reader.execute(text("SELECT 1 FROM projects")).fetchall()  # the snapshot is taken
+            opt.execute_query_sync("UPDATE projects SET name = 'after' WHERE id = 1")
+            rows, _ = opt.execute_query_sync(PROJECT, [1], connection=reader)
+            assert rows[0]["name"] == "alpha"  # its snapshot: neither served from nor stored
+            reader.rollback()
+        assert read(opt) == ("after", False)
+        assert read(opt) == ("after", True)
+    finally:
+        opt.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_one_megabyte_in_list_on_postgres(engine: Engine, store: RedisStore) -> None:
+    add_project(engine)
+    opt = QueryOptimizer(engine, store=store, cache_enabled=True)
+    try:
+        values = ",".join(str(100_000 + i) for i in range(150_000))
+        sql = f"SELECT id, name FROM projects WHERE id IN (1,{values})"
+        assert len(sql) > 1_000_000
+        for _ in range(2):
+            rows, _ = opt.execute_query_sync(sql)
+            assert [r["name"] for r in rows] == ["alpha"]
+        assert opt.normalizer.analyze(sql).relations_read == {"projects"}
+        assert opt.normalizer.cache.accounted_bytes < 200_000
+    finally:
+        opt.close()

@@ -21,6 +21,8 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sluice.cache import (
     ANALYSIS,
@@ -48,10 +50,12 @@ class CacheSpec:
     location: str
     prefix: str
     config: dict[str, Any] = field(default_factory=dict)
+    #: Redis only; production sizes it from CacheConfig.l2_timeout.
+    socket_timeout: float = 2.0
 
     def store(self) -> Store:
         if self.kind == "redis":
-            return RedisStore(self.location, prefix=self.prefix, socket_timeout=2.0)
+            return RedisStore(self.location, prefix=self.prefix, socket_timeout=self.socket_timeout)
         return DiskStore(self.location, prefix=self.prefix, codec=Codec())
 
     def build(self, **config: Any) -> AIResultCache:
@@ -591,7 +595,7 @@ class CacheContract:
 
     def test_fingerprint_mismatch_is_a_miss(self, cache: AIResultCache) -> None:
         key = CacheKeyGenerator.analysis("real", "python")
-        full = cache._full_key(ANALYSIS, key.key)
+        full = cache.full_key(ANALYSIS, key.key)
         cache.store.set(
             full, {"fp": "f" * 64, "v": {"wrong": True}, "exp": time.time() + 60, "cost": 0}
         )
@@ -616,7 +620,7 @@ class CacheContract:
         key = CacheKeyGenerator.analysis("shape", "python")
         if isinstance(envelope, dict) and envelope.get("fp") == "MATCH":
             envelope = {**envelope, "fp": key.fingerprint}
-        cache.store.set(cache._full_key(ANALYSIS, key.key), envelope)
+        cache.store.set(cache.full_key(ANALYSIS, key.key), envelope)
         assert cache.sync.get_analysis("shape", "python") is None
         assert cache.sync.get_or_compute(ANALYSIS, key, lambda: "fresh") == "fresh"
         assert cache.get_stats()["by_type"]["analysis"]["corrupt"] >= 1
@@ -628,7 +632,7 @@ class CacheContract:
         marker = tmp_path / "pwned"
         payload = pickle.dumps(_Planted(marker)) if kind == "pickle" else b"\xff\x00garbage"
         key = CacheKeyGenerator.analysis("victim", "python")
-        self.plant_raw(spec, cache._full_key(ANALYSIS, key.key), payload)
+        self.plant_raw(spec, cache.full_key(ANALYSIS, key.key), payload)
         for _ in range(5):  # never trips the breaker: a bad value is not an outage
             assert cache.sync.get_analysis("victim", "python") is None
         assert cache.sync.get_embeddings(["x"]) == [None]
@@ -664,7 +668,7 @@ class CacheContract:
         got = second.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("second") or "no")
         leader.join()
         assert got == "from first" and calls == ["first"]
-        assert not first.store.lock("ai:fill:" + first._full_key(ANALYSIS, key.key)).held()
+        assert not first.store.lock("ai:fill:" + first.full_key(ANALYSIS, key.key)).held()
         first.close()
         second.close()
 
@@ -754,6 +758,171 @@ class CacheContract:
         assert first == second == third == {"reviewed": "t = 1", "language": "python"}
         assert TASK_CALLS == ["t = 1"]
 
+    # -- hostile values in the shared store fail open ------------------------------------------
+
+    @pytest.mark.parametrize(
+        "field",
+        [
+            {"cost": 1e303},
+            {"cost": -1.0},
+            {"cost": float("nan")},
+            {"cost": 2**63 - 1},
+            {"cost": True},
+            {"exp": 1e303},
+            {"exp": float("inf")},
+            {"exp": 2**64 - 1},
+            {"exp": time.time() - 1},
+            {"fp": b"bytes"},
+        ],
+        ids=repr,
+    )
+    def test_an_absurd_envelope_is_a_counted_miss_never_an_error(
+        self, cache: AIResultCache, field: dict[str, Any]
+    ) -> None:
+        key = CacheKeyGenerator.analysis("absurd", "python")
+        envelope = {"fp": key.fingerprint, "v": {"planted": 1}, "exp": time.time() + 60, "cost": 0}
+        cache.store.set(cache.full_key(ANALYSIS, key.key), {**envelope, **field})
+        for _ in range(3):
+            assert cache.lookup(ANALYSIS, key) == (False, None)
+        assert cache.sync.get_or_compute(ANALYSIS, key, lambda: {"fresh": 1}) == {"fresh": 1}
+        stats = cache.get_stats()  # the savings counter never overflows
+        expired = "exp" in field and field["exp"] < time.time()
+        assert expired or stats["by_type"]["analysis"]["corrupt"] >= 3
+        assert stats["l2"]["circuit"] == "closed"
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        st.dictionaries(
+            st.sampled_from(["fp", "v", "exp", "cost", "n", "extra"]),
+            st.none()
+            | st.booleans()
+            | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+            | st.floats()
+            | st.text(max_size=5)
+            | st.sampled_from(["MATCH", "FUTURE"])
+            | st.lists(st.integers(-5, 5), max_size=2),
+        )
+    )
+    def test_any_planted_envelope_is_a_value_or_a_counted_miss(
+        self, cache: AIResultCache, envelope: dict[str, Any]
+    ) -> None:
+        key = CacheKeyGenerator.analysis("fuzzed", "python")
+        for name, value in list(envelope.items()):
+            if value == "MATCH":
+                envelope[name] = key.fingerprint
+            elif value == "FUTURE":
+                envelope[name] = time.time() + 60
+        cache.l1.clear()
+        full = cache.full_key(ANALYSIS, key.key)
+        assert full is not None
+        cache.store.set(full, envelope)
+        found, value = cache.lookup(ANALYSIS, key)
+        if found:  # only ever the planted value of an entry sluice could have written
+            assert value == envelope["v"] and envelope["fp"] == key.fingerprint
+            assert 0 <= envelope["cost"] <= 1000 and envelope["exp"] > time.time()
+        assert cache.lookup(ANALYSIS, key)[0] is found  # and again from L1
+        cache.get_stats()
+
+    def test_a_malformed_generation_counter_fails_open_and_clear_repairs_it(
+        self, spec: CacheSpec, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        knew = spec.build()
+        assert knew.sync.set_analysis("gen", "python", None, {"v": 1})
+        knew.l1.clear()
+        self.plant_raw(spec, "ai:gen:all", b"not a counter")
+        fresh = spec.build()
+        calls = []
+        for _ in range(3):
+            assert fresh.sync.get_analysis("gen", "python") is None  # a miss, never an error
+            key = CacheKeyGenerator.analysis("gen", "python")
+            value = fresh.sync.get_or_compute(ANALYSIS, key, lambda: calls.append(1) or {"v": 2})
+            assert value == {"v": 2}
+        assert fresh.sync.get_embeddings(["a"]) == [None]
+        assert "generations unreadable" in caplog.text
+        assert fresh.get_stats()["by_type"]  # stats still work
+        # A process that knew the generations keeps serving (and invalidating by key works).
+        knew.generations.refresh()
+        assert knew.sync.get_analysis("gen", "python") == {"v": 1}
+        fresh.invalidate_all()  # the repair: a fresh counter no process has seen
+        assert fresh.sync.set_analysis("gen", "python", None, {"v": 3})
+        fresh.l1.clear()
+        assert fresh.sync.get_analysis("gen", "python") == {"v": 3}
+        knew.generations.refresh()
+        assert knew.sync.get_analysis("gen", "python") == {"v": 3}
+        knew.close()
+        fresh.close()
+
+    def test_a_lost_write_is_counted_and_visible(self, spec: CacheSpec) -> None:
+        cache = spec.build(breaker_failures=1, breaker_reset=60)
+        assert cache.sync.get_analysis("lost", "python") is None  # generations read
+        cache.breaker.record_failure()  # then L2 unusable: as in an outage
+        assert not cache.sync.set_analysis("lost", "python", None, {"v": 1})
+        assert cache.sync.get_analysis("lost", "python") == {"v": 1}  # this process's L1 has it
+        cache.breaker.record_success()
+        stats = cache.get_stats()
+        assert stats["l2"]["lost_writes"] == 1
+        assert stats["by_type"]["analysis"]["lost_writes"] == 1
+        assert spec.build().sync.get_analysis("lost", "python") is None  # others miss it
+        cache.close()
+
+    # -- async methods never block the event loop ----------------------------------------------
+
+    def test_async_methods_never_block_the_event_loop(
+        self, cache: AIResultCache, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each store call waits for a coroutine to run: if it ran on the loop, it never would."""
+        loop_ran = threading.Event()
+        blocked: list[str] = []
+
+        def waiting(name: str, real: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if not loop_ran.wait(2.0):
+                    blocked.append(name)
+                return real(*args, **kwargs)
+
+            return call
+
+        store = cache.store
+        for name in ("get_encoded", "get_many_encoded", "set_encoded", "_lock_acquire"):
+            monkeypatch.setattr(store, name, waiting(name, getattr(store, name)))
+
+        async def compute() -> dict[str, int]:
+            return {"computed": 1}
+
+        key = CacheKeyGenerator.analysis("async", "python")
+        calls = [
+            lambda: cache.set_analysis("a", "python", None, {"v": 1}),
+            lambda: cache.get_analysis("a", "python"),
+            lambda: cache.set_embeddings(["e"], [[1.0]]),
+            lambda: cache.get_embeddings(["e", "f"]),
+            lambda: cache.get_embedding("f"),
+            lambda: cache.set_embedding("f", [2.0]),
+            lambda: cache.set_response(MESSAGES, {"t": 1}, "m", temperature=0),
+            lambda: cache.get_response(MESSAGES, "m", temperature=0),
+            lambda: cache.get_or_compute(ANALYSIS, key, compute),
+        ]
+
+        async def scenario() -> None:
+            for make in calls:
+                loop_ran.clear()
+                cache.l1.clear()
+
+                async def tick() -> None:
+                    await asyncio.sleep(0)
+                    loop_ran.set()
+
+                ticker = asyncio.create_task(tick())
+                await make()
+                await ticker
+
+        asyncio.run(scenario())
+        assert blocked == []
+        assert cache.sync.get_or_compute(ANALYSIS, key, lambda: {"other": 1}) == {"computed": 1}
+
 
 class TestCacheOnDisk(CacheContract):
     @pytest.fixture
@@ -765,3 +934,19 @@ class TestCacheOnDisk(CacheContract):
 
         with diskcache.Cache(spec.location) as raw:
             raw.set(spec.prefix + key, payload)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": 1e300}, {"prompt_tokens": float("nan")}, {"prompt_tokens": "many"}],
+    ids=repr,
+)
+def test_absurd_provider_usage_never_makes_an_entry_unreadable(
+    tmp_path: Path, usage: dict[str, Any]
+) -> None:
+    cache = CacheSpec("disk", str(tmp_path / "store"), "usage:").build()
+    assert cache.sync.set_analysis("u", "python", None, {"v": 1}, model="gpt-4", usage=usage)
+    cache.l1.clear()
+    assert cache.sync.get_analysis("u", "python", model="gpt-4") == {"v": 1}
+    assert cache.get_stats()["by_type"]["analysis"]["corrupt"] == 0
+    cache.close()

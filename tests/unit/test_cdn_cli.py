@@ -66,3 +66,13 @@ def test_nginx_refuses_injected_arguments(cdn_env: Path) -> None:  # noqa: F811
     assert result.exit_code == 2 and "not a valid nginx listen" in result.output
     result = CliRunner().invoke(cdn, ["nginx", "--server-name", 'a"}'])
     assert result.exit_code == 2
+
+
+def test_build_prints_references_from_the_css_as_text(cdn_env: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A CSS reference is data, not rich markup: ``url([/x].png)`` once crashed the report."""
+    src = make_source(tmp_path / "src")
+    (src / "css/site.css").write_text("a { b: url([/x].png) } i { c: url([bold]y\x1b[2J.png) }\n")
+    result = CliRunner().invoke(cdn, ["build", str(src), "--out", str(tmp_path / "dist")])
+    assert result.exit_code == 0, result.output
+    assert "[/x].png (no such file)" in result.output
+    assert "[bold]y\\x1b[2J.png" in result.output and "\x1b" not in result.output

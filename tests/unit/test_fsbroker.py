@@ -63,7 +63,8 @@ def test_a_message_is_invisible_until_it_is_complete(
     monkeypatch.undo()
     assert polled == ["empty"]  # kombu's own transport fails here: the poll reads an empty file
     assert channel._get("jobs") == {"body": "hello"}
-    assert list(tmp_path.iterdir()) == []  # consumed, no partial file left behind
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert leftovers == []  # consumed, no partial file left behind
     connection.close()
 
 
@@ -71,3 +72,55 @@ def test_celery_uses_the_atomic_transport_for_the_embedded_broker() -> None:
     from sluice.celery import app
 
     assert isinstance(app.connection_for_write().transport, fsbroker.Transport)
+
+
+def _publish(channel: Any, queue: str, body: str) -> None:
+    channel.queue_declare(queue=queue)
+    message = channel.prepare_message(body)
+    channel.basic_publish(message, exchange="", routing_key=queue)
+
+
+def test_an_unacknowledged_message_stays_claimed_until_acked(tmp_path: Path) -> None:
+    connection, channel = _channel(tmp_path)
+    _publish(channel, "jobs", "work")
+    message = channel.basic_get("jobs")
+    assert message is not None and message.body == b"work"
+    assert fsbroker.outstanding(tmp_path) == 1  # claimed, not yet acknowledged
+    assert channel.basic_get("jobs") is None  # nobody else gets it meanwhile
+    message.ack()
+    assert fsbroker.outstanding(tmp_path) == 0
+    connection.close()
+
+
+def test_a_rejected_message_is_requeued_once(tmp_path: Path) -> None:
+    connection, channel = _channel(tmp_path)
+    _publish(channel, "jobs", "work")
+    channel.basic_get("jobs").reject(requeue=True)
+    again = channel.basic_get("jobs")
+    assert again is not None and again.body == b"work"
+    again.ack()
+    assert fsbroker.outstanding(tmp_path) == 0
+    connection.close()
+
+
+def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
+    """What a SIGKILLed worker leaves behind: a claimed file owned by a pid that is gone."""
+    import subprocess
+    import sys
+
+    connection, channel = _channel(tmp_path)
+    _publish(channel, "jobs", "work")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_owner = f"{int(dead.stdout)}.0"
+    (tmp_path / fsbroker.INFLIGHT).mkdir(exist_ok=True)
+    [queued] = [p for p in tmp_path.iterdir() if p.name.endswith(".msg")]
+    queued.rename(tmp_path / fsbroker.INFLIGHT / f"{dead_owner}-{queued.name}")
+    live_owner = fsbroker.process_identity()
+    live = tmp_path / fsbroker.INFLIGHT / f"{live_owner}-9_x.jobs.msg"
+    live.write_text("{}")
+    assert fsbroker.recover_orphans(tmp_path) == 1
+    assert live.exists(), "a live process keeps its claims"
+    redelivered = channel.basic_get("jobs")
+    assert redelivered is not None and redelivered.body == b"work"
+    connection.close()

@@ -148,3 +148,13 @@ def test_observe_query_labels_by_operation_and_table(clean_store: None) -> None:
     recorded = sources.recorded_counters()
     key = recorder.Series("slow_query", (("operation", "select"), ("table", "orders")))
     assert recorded[key]["n"] == 1
+
+
+def test_lost_cache_writes_are_a_metric(monkeypatch: pytest.MonkeyPatch, clean_store: None) -> None:
+    fake_sources(monkeypatch)
+    stats = sources.cache_stats()
+    stats["by_type"]["analysis"]["lost_writes"] = 3
+    monkeypatch.setattr(sources, "cache_stats", lambda: stats)
+    scraped = scrape()
+    lost = frozenset({("content_type", "analysis"), ("event", "lost_writes")})
+    assert scraped[("sluice_ai_cache_events_total", lost)] == 3

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.errors import CodecError, InvalidInput
 from sluice.store import MAX_DECOMPRESSED_BYTES, Codec
@@ -136,3 +139,69 @@ def test_rejects_bad_configuration() -> None:
         Codec("pickle")
     with pytest.raises(InvalidInput):
         Codec(compress_min_bytes=-1)
+
+
+# -- the decoded object is bounded, not only the decompressed bytes ------------------------------
+
+
+def _array_header(n: int) -> bytes:
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _map_header(n: int) -> bytes:
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
+def _zlib(header: int, body: bytes) -> bytes:
+    return bytes((header,)) + zlib.compress(body, 9)
+
+
+_HUGE = MAX_DECOMPRESSED_BYTES - 16
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # The issue's case: ~65 KB of zlib, a msgpack array of 67M empty arrays (4.7 GB decoded).
+        _zlib(0x12, _array_header(_HUGE) + b"\x90" * _HUGE),
+        # The same budget spent in many small containers: 8,000 arrays of 8,000 empty maps.
+        _zlib(0x12, _array_header(8000) + (_array_header(8000) + b"\x80" * 8000) * 8000),
+        # A map of 33M nil -> nil pairs, and an array of 67M nils (one shared object each).
+        _zlib(0x12, _map_header(_HUGE // 2) + b"\xc0\xc0" * (_HUGE // 2)),
+        _zlib(0x12, _array_header(_HUGE) + b"\xc0" * _HUGE),
+        # The same in JSON: 20M empty lists and 20M zeros.
+        _zlib(0x11, b"[" + b"[]," * (20 << 20) + b"[]]"),
+        _zlib(0x11, b"[" + b"0," * (30 << 20) + b"0]"),
+    ],
+    ids=["flat-arrays", "nested-arrays", "map", "nils", "json-lists", "json-zeros"],
+)
+def test_small_payloads_that_decode_into_gigabytes_are_refused(payload: bytes) -> None:
+    assert len(payload) < 200_000
+    with pytest.raises(CodecError, match=r"elements|max_array_len|max_map_len"):
+        Codec().decode(payload)
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_deep_nesting_is_refused(fmt: str) -> None:
+    header, body = (0x02, b"\x91" * 5000 + b"\xc0") if fmt == "msgpack" else (0x01, b"[" * 5000)
+    with pytest.raises(CodecError):
+        Codec().decode(bytes((header,)) + body)
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_a_large_legitimate_value_still_round_trips(fmt: str) -> None:
+    value = {"vectors": [[i / 7, -i] for i in range(200_000)], "text": "x" * (3 << 20)}
+    codec = Codec(fmt)
+    assert codec.decode(codec.encode(value)) == value
+
+
+@settings(max_examples=400, deadline=2000)
+@given(st.binary(max_size=512))
+def test_any_bytes_decode_to_a_value_or_a_codec_error(data: bytes) -> None:
+    """Raw, and behind every header plain and compressed: any other exception fails the test."""
+    payloads = [data]
+    for header in (0x01, 0x02, 0x11, 0x12):
+        payloads += [bytes((header,)) + data, bytes((header,)) + zlib.compress(data)]
+    for payload in payloads:
+        with contextlib.suppress(CodecError):
+            Codec().decode(payload)

@@ -1,8 +1,13 @@
+import os
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from sluice.analysis import WalkReport, walk_tree
+from sluice.analysis import WalkReport, walk_tree, walker
 from sluice.errors import InvalidInput
 
 
@@ -51,14 +56,14 @@ def test_unreadable_file_is_reported_not_raised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _tree(tmp_path, {"ok.py": "a = 1\n", "secret.py": "b = 2\n"})
-    real_read = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(self: Path) -> bytes:
-        if self.name == "secret.py":  # chmod 0 does not stop root, so fail the read itself
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read(self)
+    def open_file(path: Any, flags: int, *args: Any) -> int:
+        if Path(path).name == "secret.py":  # chmod 0 does not stop root, so fail the open itself
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(walker.os, "open", open_file)
     report = WalkReport()
     files = list(walk_tree(tmp_path, max_bytes=1000, report=report))
     assert [f.path for f in files] == ["ok.py"]
@@ -74,3 +79,52 @@ def test_single_file_root(tmp_path: Path) -> None:
     _tree(tmp_path, {"one.py": "eval('1')\n"})
     files = list(walk_tree(tmp_path / "one.py", max_bytes=100, report=WalkReport()))
     assert [(f.path, f.language) for f in files] == [("one.py", "python")]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_only_regular_files_are_opened(tmp_path: Path, kind: str) -> None:
+    """A named pipe would block the walk forever (nobody writes to it); a socket cannot be read."""
+    _tree(tmp_path, {"ok.py": "a = 1\n"})
+    special = tmp_path / "pipe.py"
+    if kind == "fifo":
+        os.mkfifo(special)
+    else:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(special))
+    report = WalkReport()
+    files = list(walk_tree(tmp_path, max_bytes=1000, report=report))
+    assert [f.path for f in files] == ["ok.py"]
+    assert report.skipped["not a regular file"] == 1
+    # A special file given as the root itself is skipped the same way.
+    assert list(walk_tree(special, max_bytes=1000, report=WalkReport())) == []
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    names=st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+            min_size=1,
+            max_size=12,
+        ).filter(lambda n: n not in (".", "..") and not n.startswith(".")),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda n: n.casefold(),
+    ),
+    content=st.text(max_size=50),
+)
+def test_any_file_name_and_content_is_walked_without_error(
+    tmp_path_factory: pytest.TempPathFactory, names: list[str], content: str
+) -> None:
+    """Markup, control characters, odd Unicode in names and contents: yielded or skipped, never
+    raised. Every ``.py`` file whose content is text comes back under its own name."""
+    root = tmp_path_factory.mktemp("walk")
+    for name in names:
+        (root / f"{name}.py").write_text(content, encoding="utf-8")
+    report = WalkReport()
+    found = {f.path: f.content for f in walk_tree(root, max_bytes=10_000, report=report)}
+    expected = {f"{n}.py" for n in names} if "\x00" not in content else set()
+    assert set(found) == expected
+    assert all(text == content for text in found.values())

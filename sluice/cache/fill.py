@@ -1,0 +1,241 @@
+"""The fill protocol: a missing value is computed once across threads, coroutines and processes.
+
+In a process, concurrent callers of one key share one computation (single flight). Across processes
+the first to take the key's fill lock in the store computes (its lease renewed while it runs) while
+the others poll L2 for its value, up to ``stampede_wait`` seconds, then compute themselves.
+
+The protocol is written once, as a generator of steps (:meth:`FillProtocol.steps`): it yields
+:data:`COMPUTE` when the value must be computed and a number of seconds when it must wait. The sync
+driver sleeps and calls; the async driver awaits, and runs every step's store I/O in a worker thread
+so the event loop is never blocked on Redis or disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from concurrent.futures import Future
+from typing import Any, TypeVar, cast
+
+from sluice.cache.keys import CacheKey
+from sluice.cache.lookup import TieredLookup
+from sluice.errors import SluiceError
+from sluice.store import StoreLock
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: The step yielded when the value must be computed now.
+COMPUTE = object()
+UsageOf = Callable[[Any], Mapping[str, Any] | None]
+
+
+class FillProtocol:
+    """Compute-through for :class:`TieredLookup`: one computation per key, cluster-wide."""
+
+    def __init__(self, tiers: TieredLookup) -> None:
+        self.tiers = tiers
+        self._inflight: dict[str, Future[Any]] = {}
+        self._ainflight: dict[tuple[int, str], asyncio.Future[Any]] = {}
+        self._inflight_lock = threading.Lock()
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    def steps(
+        self,
+        content_type: str,
+        key: CacheKey,
+        ttl: float | None,
+        model: str | None,
+        usage_of: UsageOf | None,
+    ) -> Generator[object, Any, Any]:
+        """The cross-process fill as steps: yields :data:`COMPUTE` or a sleep in seconds."""
+        tiers, config = self.tiers, self.tiers.config
+        deadline = time.monotonic() + config.stampede_wait
+        full = tiers.generations.full_key(content_type, key.key)
+        delay = 0.005
+        waited = False
+        while True:
+            lock = (
+                tiers.l2.try_lock("ai:fill:" + full, config.lock_lease)
+                if full is not None and tiers.l2.usable()
+                else None
+            )
+            if lock is not None:
+                try:
+                    found, value = tiers.lookup(content_type, key, count=False)
+                    if found:  # filled between our miss and taking the lock
+                        return value
+                    value = yield COMPUTE
+                    self._computed(content_type, key, value, ttl, model, usage_of)
+                    return value
+                finally:
+                    _release(lock)
+            if full is None or not tiers.l2.usable() or time.monotonic() >= deadline:
+                value = yield COMPUTE
+                self._computed(content_type, key, value, ttl, model, usage_of)
+                return value
+            if not waited:
+                waited = True
+                tiers.stats.incr(content_type, "stampede_waits")
+            yield delay
+            delay = min(delay * 2, 0.05)
+            found, value = tiers.lookup(content_type, key, count=False)
+            if found:  # the process holding the lock has stored its value
+                return value
+
+    def _computed(
+        self,
+        content_type: str,
+        key: CacheKey,
+        value: Any,
+        ttl: float | None,
+        model: str | None,
+        usage_of: UsageOf | None,
+    ) -> None:
+        self.tiers.stats.incr(content_type, "provider_calls")
+        self.tiers.put(content_type, key, value, ttl, model, usage_of(value) if usage_of else None)
+
+    # -- the sync driver -----------------------------------------------------------------------
+
+    def run(
+        self,
+        content_type: str,
+        key: CacheKey,
+        compute: Callable[[], T],
+        ttl: float | None = None,
+        model: str | None = None,
+        usage_of: UsageOf | None = None,
+    ) -> T:
+        """The cached value, or ``compute()``'s, made once across threads and processes."""
+        found, value = self.tiers.lookup(content_type, key)
+        if found:
+            return cast(T, value)
+
+        def fill() -> T:
+            steps = self.steps(content_type, key, ttl, model, usage_of)
+            sent: Any = None
+            while True:
+                try:
+                    step = steps.send(sent)
+                except StopIteration as stop:
+                    return cast(T, stop.value)
+                if step is COMPUTE:
+                    try:
+                        sent = compute()
+                    except BaseException as exc:
+                        steps.throw(exc)  # releases the fill lock; never caches the error
+                        raise
+                else:
+                    time.sleep(cast(float, step))
+                    sent = None
+
+        return self.single_flight(key.key, fill)
+
+    def single_flight(self, name: str, fill: Callable[[], T]) -> T:
+        """Run ``fill`` once for concurrent callers in this process; followers share its value."""
+        with self._inflight_lock:
+            future = self._inflight.get(name)
+            leader = future is None
+            if future is None:
+                future = self._inflight[name] = Future()
+        if not leader:
+            try:
+                return cast(T, future.result(timeout=self.tiers.config.stampede_wait))
+            except Exception:
+                return fill()
+        try:
+            value = fill()
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._inflight_lock:
+                del self._inflight[name]
+
+    # -- the async driver ----------------------------------------------------------------------
+
+    async def run_async(
+        self,
+        content_type: str,
+        key: CacheKey,
+        compute: Callable[[], Awaitable[T]],
+        ttl: float | None = None,
+        model: str | None = None,
+        usage_of: UsageOf | None = None,
+    ) -> T:
+        """Async twin of :meth:`run`: waits are awaited and store I/O runs in a worker thread."""
+        found, value = await asyncio.to_thread(self.tiers.lookup, content_type, key)
+        if found:
+            return cast(T, value)
+        loop = asyncio.get_running_loop()
+        flight = (id(loop), key.key)
+        leader = self._ainflight.get(flight)
+        if leader is not None:
+            # If the leader fails or is slow, fall through and compute ourselves.
+            with contextlib.suppress(Exception):
+                return cast(
+                    T,
+                    await asyncio.wait_for(asyncio.shield(leader), self.tiers.config.stampede_wait),
+                )
+        future: asyncio.Future[Any] = loop.create_future()
+        self._ainflight.setdefault(flight, future)
+        try:
+            value = await self._fill_async(content_type, key, compute, ttl, model, usage_of)
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: followers recompute, nobody must await it
+            raise
+        finally:
+            if self._ainflight.get(flight) is future:
+                del self._ainflight[flight]
+
+    async def _fill_async(
+        self,
+        content_type: str,
+        key: CacheKey,
+        compute: Callable[[], Awaitable[T]],
+        ttl: float | None,
+        model: str | None,
+        usage_of: UsageOf | None,
+    ) -> T:
+        steps = self.steps(content_type, key, ttl, model, usage_of)
+        sent: Any = None
+        while True:
+            # Each step takes the lock, reads L2 or writes the value: blocking I/O.
+            done, step = await asyncio.to_thread(_advance, steps, sent)
+            if done:
+                return cast(T, step)
+            if step is COMPUTE:
+                try:
+                    sent = await compute()
+                except BaseException as exc:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.to_thread(steps.throw, exc)
+                    raise
+            else:
+                await asyncio.sleep(cast(float, step))
+                sent = None
+
+
+def _advance(steps: Generator[object, Any, Any], sent: Any) -> tuple[bool, Any]:
+    """``(False, next step)`` or ``(True, result)``: a StopIteration cannot cross a future."""
+    try:
+        return False, steps.send(sent)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def _release(lock: StoreLock) -> None:
+    try:
+        lock.release()
+    except SluiceError as exc:
+        log.warning("could not release cache fill lock %s: %s", lock.key, exc)
