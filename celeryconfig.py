@@ -40,6 +40,9 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 event_serializer = "json"
+# A message that bypassed submit_task and cannot be decoded (nested too deeply for the pool to pickle,
+# not JSON) is dead-lettered raw by this consumer, never dropped, never fatal to the worker.
+worker_consumer = "sluice.workers.poison:PoisonSafeConsumer"
 
 # ASYNC_PROCESSING_ENABLED=false: every task, group and chord runs in the calling process.
 task_always_eager = not _settings.async_processing_enabled

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import tempfile
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -444,20 +444,28 @@ def db_current() -> None:
 @main.command("config")
 def show_config() -> None:
     """Print the effective settings (secrets hidden)."""
-    from sluice.settings import get_settings, redact_url
+    from sluice.redaction import redact
+    from sluice.settings import get_settings, load_secrets
 
-    settings = get_settings()
     table = Table(show_header=False)
+    secrets = load_secrets()
+    for name, value, secret in _setting_rows(get_settings()):
+        shown = ("(set)" if value else "(not set)") if secret else redact(str(value), secrets)
+        table.add_row(name, shown)
+    console.print(table)
+
+
+def _setting_rows(settings: Any, prefix: str = "") -> list[tuple[str, Any, bool]]:
+    """``(name, value, is_secret)`` per setting; a nested section (``cdn``) as ``cdn.<name>``."""
+    rows: list[tuple[str, Any, bool]] = []
     for item in fields(settings):
         value = getattr(settings, item.name)
-        if item.name == "ai_api_key":
-            shown = "(set)" if value else "(not set)"
-        elif isinstance(value, str) and "://" in value:
-            shown = redact_url(value)
+        if is_dataclass(value):
+            rows += _setting_rows(value, f"{prefix}{item.name}.")
         else:
-            shown = str(value)
-        table.add_row(item.name, shown)
-    console.print(table)
+            # Fields kept out of repr are the secrets (API keys, tokens).
+            rows.append((prefix + item.name, value, not item.repr))
+    return rows
 
 
 if __name__ == "__main__":

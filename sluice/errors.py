@@ -1,14 +1,26 @@
 """The sluice exception hierarchy.
 
-Every public entry point raises a subclass of :class:`SluiceError` with a message a user can act on;
-the CLI prints that message on one line and exits non-zero instead of showing a traceback.
+Every public entry point raises a subclass of :class:`SluiceError` with a message a user can act on
+(and no secret in it); the CLI prints that message on one line and exits non-zero instead of showing
+a traceback.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from sluice.redaction import redact
+
 
 class SluiceError(Exception):
-    """Base class of every error sluice raises on purpose."""
+    """Base class of every error sluice raises on purpose.
+
+    Its message is redacted when the error is made (:func:`sluice.redaction.redact`), so a password
+    in a URL it quotes never reaches a terminal, a log or a dead-letter entry.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigurationError(SluiceError):

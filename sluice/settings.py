@@ -4,21 +4,31 @@ Every option is a ``SLUICE_*`` variable, except the guide's rollback flags, whic
 (``CACHE_ENABLED``, ``ASYNC_PROCESSING_ENABLED``, ``QUERY_CACHE_ENABLED``, ``CDN_COMPRESSION_ENABLED``).
 With nothing set, everything lives under one data directory and no service is needed: the broker is
 kombu's filesystem transport, results and the database are SQLite files, the shared store is diskcache.
-Values are validated when they are read, so a typo fails at start-up with the variable's name.
+
+This module is the only one that reads the environment. :func:`load_settings` reads and validates
+every section (core, cache policy, CDN, rate limits, log format) at once, so a typo anywhere fails at
+start-up with one :class:`ConfigurationError` naming the variable and its value, not when a task
+first needs it. The sections' loaders (:func:`load_cache_options`, :func:`load_cdn_settings`,
+:func:`load_rate_limits`, :func:`load_log_format`, :func:`load_secrets`) are public so their
+subsystems can read a fresh value, always through the same validation.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from types import MappingProxyType
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sluice.errors import ConfigurationError
+from sluice.redaction import redact
 
 T = TypeVar("T")
 
@@ -75,6 +85,15 @@ class Settings:
     async_processing_enabled: bool = True
     query_cache_enabled: bool = True
     cdn_compression_enabled: bool = True
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    log_format: str = "text"
+    rate_limits: tuple[RateLimitSpec, ...] = ()
+    #: ``CacheConfig`` fields overridden by ``SLUICE_CACHE_*`` (see :func:`load_cache_options`).
+    cache_options: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    cdn: CDNSettings = field(default_factory=lambda: CDNSettings())
 
     @property
     def embedded_broker(self) -> bool:
@@ -125,8 +144,11 @@ def check_url(value: str, name: str, schemes: set[str]) -> str:
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise ConfigurationError(f"{name}={value!r} is not a valid URL: {exc}") from None
+    except ValueError:
+        # urllib's message quotes the bad port, which is the password when the URL is malformed.
+        raise ConfigurationError(
+            f"{name}={value!r} is not a valid URL: its host or port is malformed"
+        ) from None
     if parts.scheme not in schemes:
         allowed = ", ".join(sorted(schemes))
         raise ConfigurationError(
@@ -145,24 +167,356 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: set[str
     return value
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs and ``sluice config``."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+#: The same function as :func:`sluice.redaction.redact`, under the name ``sluice config`` uses.
+redact_url = redact
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+def _environment(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    # The one place the process environment is read.
+    return os.environ if env is None else env
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    base = _environment(env).get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "sluice"
 
 
+def check_directory(raw: str, name: str) -> Path:
+    """``raw`` as an absolute path that is, or can be created as, a directory."""
+    try:
+        path = Path(raw).expanduser().resolve()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a usable path: {exc}") from None
+    if not existing.is_dir():
+        what = "is" if existing == path else f"is under {str(existing)!r}, which is"
+        raise ConfigurationError(
+            f"{name}={raw!r} {what} a file, not a directory; point it at a directory"
+        )
+    return path
+
+
+# -- logs and secrets --------------------------------------------------------------------------
+
+LOG_FORMATS = ("text", "json")
+#: Environment variables whose values are secrets wherever they appear.
+SECRET_VARIABLES = (
+    "SLUICE_AI_API_KEY",
+    "OPENAI_API_KEY",
+    "SLUICE_CDN_CLOUDFLARE_API_TOKEN",
+    "SLUICE_CDN_FASTLY_API_TOKEN",
+    "SLUICE_CDN_WEBHOOK_SECRET",
+    "AWS_SECRET_ACCESS_KEY",
+    "POSTGRES_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+)
+
+
+def load_log_format(env: Mapping[str, str] | None = None) -> str:
+    """``SLUICE_LOG_FORMAT`` (``text`` or ``json``)."""
+    value = env_str(_environment(env), "SLUICE_LOG_FORMAT", "text").lower()
+    if value not in LOG_FORMATS:
+        raise ConfigurationError(
+            f"SLUICE_LOG_FORMAT={value!r} must be one of: {', '.join(LOG_FORMATS)}"
+        )
+    return value
+
+
+def load_secrets(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The secret values set in the environment (short ones ignored: too ambiguous to mask)."""
+    values = (_environment(env).get(name, "") for name in SECRET_VARIABLES)
+    return tuple(v for v in values if len(v) >= 6)
+
+
+# -- rate limits -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimitSpec:
+    """One named limit of ``SLUICE_RATE_LIMITS``: ``rate`` tokens per second, ``burst`` saved up."""
+
+    name: str
+    rate: float
+    burst: float
+
+
+_RATE_LIMIT_NAME = re.compile(r"[\w.:-]+")
+
+
+def parse_rate_limit_specs(raw: str) -> tuple[RateLimitSpec, ...]:
+    """Parse ``name=rate:burst,...`` (burst optional, default ``rate``)."""
+    specs = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, equals, spec = (item.strip() for item in part.partition("="))
+        rate_raw, _, burst_raw = spec.partition(":")
+        try:
+            rate = float(rate_raw)
+            burst = float(burst_raw) if burst_raw.strip() else rate
+        except ValueError:
+            rate = burst = math.nan
+        if not (
+            equals
+            and _RATE_LIMIT_NAME.fullmatch(name)
+            and math.isfinite(rate)
+            and math.isfinite(burst)
+            and rate > 0
+            and burst >= 1
+        ):
+            raise ConfigurationError(
+                f"SLUICE_RATE_LIMITS: {part!r} must look like name=RATE:BURST, e.g. openai=100:200 "
+                "(RATE > 0 tokens per second, BURST >= 1)"
+            )
+        specs.append(RateLimitSpec(name, rate, burst))
+    return tuple(specs)
+
+
+def load_rate_limits(env: Mapping[str, str] | None = None) -> tuple[RateLimitSpec, ...]:
+    """The named limits of ``SLUICE_RATE_LIMITS``."""
+    return parse_rate_limit_specs(_environment(env).get("SLUICE_RATE_LIMITS", ""))
+
+
+# -- cache policy ------------------------------------------------------------------------------
+
+#: ``SLUICE_CACHE_*`` numbers: variable -> (CacheConfig field, type, minimum).
+CACHE_NUMBERS: dict[str, tuple[str, Callable[[str], Any], float]] = {
+    "SLUICE_CACHE_TTL_ANALYSIS": ("ttl_analysis", float, 0.001),
+    "SLUICE_CACHE_TTL_EMBEDDING": ("ttl_embedding", float, 0.001),
+    "SLUICE_CACHE_TTL_RESPONSE": ("ttl_response", float, 0.001),
+    "SLUICE_CACHE_MAX_TEMPERATURE": ("max_cacheable_temperature", float, 0.0),
+    "SLUICE_CACHE_MAX_ENTRY_BYTES": ("max_entry_bytes", int, 1),
+    "SLUICE_CACHE_L1_MAX_ENTRIES": ("l1_max_entries", int, 1),
+    "SLUICE_CACHE_L1_MAX_BYTES": ("l1_max_bytes", int, 1),
+    "SLUICE_CACHE_L2_TIMEOUT": ("l2_timeout", float, 0.001),
+    "SLUICE_CACHE_PRICE_PER_CALL": ("price_per_call_usd", float, 0.0),
+}
+
+
+def load_cache_options(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``CacheConfig`` fields that ``SLUICE_CACHE_*`` variables override, validated.
+
+    ``prices`` holds only the models named in ``SLUICE_CACHE_PRICES`` (USD per 1K prompt and
+    completion tokens); the cache policy merges them over its defaults.
+    """
+    env = _environment(env)
+    options: dict[str, Any] = {}
+    for variable, (name, kind, minimum) in CACHE_NUMBERS.items():
+        if env.get(variable, "").strip():
+            options[name] = env_number(env, variable, 0, kind, minimum)
+    prices_raw = env.get("SLUICE_CACHE_PRICES", "").strip()
+    if prices_raw:
+        options["prices"] = _parse_prices(prices_raw)
+    return options
+
+
+def _parse_prices(raw: str) -> dict[str, tuple[float, float]]:
+    try:
+        data = json.loads(raw)
+        prices = {str(m): (float(p[0]), float(p[1])) for m, p in data.items()}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        prices = {"": (math.nan, math.nan)}
+    if not all(math.isfinite(v) and v >= 0 for pair in prices.values() for v in pair):
+        raise ConfigurationError(
+            f"SLUICE_CACHE_PRICES={raw!r} must be JSON like "
+            '{"gpt-4o": [0.0025, 0.01]} (USD per 1K prompt and completion tokens, >= 0)'
+        )
+    return prices
+
+
+# -- CDN ---------------------------------------------------------------------------------------
+
+CDN_PROVIDERS = {"none", "cloudfront", "cloudflare", "fastly", "webhook"}
+CDN_URL_STYLES = {"query", "filename"}
+#: Resource types whose browser max-age and CDN TTL can be overridden (``SLUICE_CDN_<TYPE>_MAX_AGE``).
+CDN_POLICY_TYPES = ("javascript", "css", "image", "font", "html", "other")
+# A URL path prefix nginx takes literally in a ``location``: no space, quote, ``;``, brace or ``$``.
+_NGINX_URL_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~%+@!,=-]+/)*")
+# What nginx cannot take literally even inside a quoted string: ``$`` starts a variable.
+_NGINX_UNQUOTABLE = re.compile(r'[$"\\\x00-\x1f\x7f]')
+
+
+def is_nginx_url_prefix(value: str) -> bool:
+    """Whether ``value`` is a ``/.../`` prefix nginx reads literally in a ``location``."""
+    return bool(_NGINX_URL_PREFIX.fullmatch(value))
+
+
+def is_nginx_quotable(value: str) -> bool:
+    """Whether ``value`` means itself inside an nginx quoted string (no ``$`` variables)."""
+    return bool(value.strip()) and not _NGINX_UNQUOTABLE.search(value)
+
+
+@dataclass(frozen=True)
+class CDNSettings:
+    """Everything the CDN side needs; build it with :func:`load_cdn_settings`."""
+
+    base_url: str = ""
+    static_url: str = "/static/"
+    static_root: Path | None = None
+    url_style: str = "query"
+    hash_length: int = 12
+    compression_enabled: bool = True
+    gzip_level: int = 9
+    brotli_quality: int = 11
+    runtime_brotli_quality: int = 5
+    min_ratio: float = 0.95
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: ``(type, max_age, cdn_ttl)``; -1 keeps the built-in value.
+    policy_overrides: tuple[tuple[str, int, int], ...] = ()
+    provider: str = "none"
+    cloudfront_distribution_id: str = ""
+    cloudfront_endpoint_url: str | None = None
+    cloudflare_zone_id: str = ""
+    cloudflare_api_token: str = field(default="", repr=False)
+    cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_prefix_purge: bool = False
+    fastly_service_id: str = ""
+    fastly_api_token: str = field(default="", repr=False)
+    fastly_api_url: str = "https://api.fastly.com"
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    wildcard_threshold: int = 50
+    flush_batch: int = 1000
+    flush_interval: float = 60.0
+    compress_interval: float = 300.0
+    hit_ratio_interval: float = 300.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    http_timeout: float = 30.0
+    edge_logs: tuple[str, ...] = ()
+
+
+def _policy_overrides(env: Mapping[str, str]) -> tuple[tuple[str, int, int], ...]:
+    overrides = []
+    for name in CDN_POLICY_TYPES:
+        prefix = f"SLUICE_CDN_{name.upper()}"
+        max_age = env_number(env, f"{prefix}_MAX_AGE", -1, int, -1)
+        cdn_ttl = env_number(env, f"{prefix}_CDN_TTL", -1, int, -1)
+        if max_age >= 0 or cdn_ttl >= 0:
+            overrides.append((name, max_age, cdn_ttl))
+    return tuple(overrides)
+
+
+def _optional_url(env: Mapping[str, str], name: str, default: str = "") -> str:
+    value = env_str(env, name, default)
+    return check_url(value, name, {"http", "https"}).rstrip("/") if value else ""
+
+
+def _static_root(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("SLUICE_CDN_STATIC_ROOT", "").strip()
+    if not raw:
+        return None
+    root = check_directory(raw, "SLUICE_CDN_STATIC_ROOT")
+    if not is_nginx_quotable(str(root)):
+        raise ConfigurationError(
+            f"SLUICE_CDN_STATIC_ROOT={raw!r} contains a character nginx would not take literally "
+            "($, a quote, a backslash or a control character); move the assets to a plain path"
+        )
+    return root
+
+
+def load_cdn_settings(
+    env: Mapping[str, str] | None = None, compression_enabled: bool | None = None
+) -> CDNSettings:
+    """Read and validate every ``SLUICE_CDN_*`` option.
+
+    ``compression_enabled`` defaults to the rollback flag ``CDN_COMPRESSION_ENABLED`` in ``env``.
+    """
+    env = _environment(env)
+    static_url = env_str(env, "SLUICE_CDN_STATIC_URL", "/static/")
+    if not static_url.startswith("/") or not static_url.endswith("/"):
+        raise ConfigurationError(
+            f"SLUICE_CDN_STATIC_URL={static_url!r} must start and end with '/'"
+        )
+    if not is_nginx_url_prefix(static_url):
+        raise ConfigurationError(
+            f"SLUICE_CDN_STATIC_URL={static_url!r} may only contain letters, digits and . _ ~ % + "
+            "@ ! , = - between its slashes (no spaces, quotes, ';', braces or '$')"
+        )
+    min_ratio = env_number(env, "SLUICE_CDN_MIN_RATIO", 0.95, float, 0.0)
+    if min_ratio > 1:
+        raise ConfigurationError(f"SLUICE_CDN_MIN_RATIO={min_ratio!r} must be between 0 and 1")
+    levels = {"SLUICE_CDN_GZIP_LEVEL": 9, "SLUICE_CDN_BROTLI_QUALITY": 11}
+    for name, top in levels.items():
+        if env_number(env, name, top, int, 1) > top:
+            raise ConfigurationError(f"{name}={env[name]!r} is above the maximum {top}")
+    if compression_enabled is None:
+        compression_enabled = env_flag(env, "CDN_COMPRESSION_ENABLED", True)
+    settings = CDNSettings(
+        base_url=_optional_url(env, "SLUICE_CDN_BASE_URL"),
+        static_url=static_url,
+        static_root=_static_root(env),
+        url_style=env_choice(env, "SLUICE_CDN_URL_STYLE", "query", CDN_URL_STYLES),
+        hash_length=env_number(env, "SLUICE_CDN_HASH_LENGTH", 12, int, 8),
+        compression_enabled=compression_enabled,
+        gzip_level=env_number(env, "SLUICE_CDN_GZIP_LEVEL", 9, int, 1),
+        brotli_quality=env_number(env, "SLUICE_CDN_BROTLI_QUALITY", 11, int, 1),
+        runtime_brotli_quality=min(
+            11, env_number(env, "SLUICE_CDN_RUNTIME_BROTLI_QUALITY", 5, int, 1)
+        ),
+        min_ratio=min_ratio,
+        workers=env_number(env, "SLUICE_CDN_WORKERS", os.cpu_count() or 1, int, 1),
+        policy_overrides=_policy_overrides(env),
+        provider=env_choice(env, "SLUICE_CDN_PROVIDER", "none", CDN_PROVIDERS),
+        cloudfront_distribution_id=env_str(env, "SLUICE_CDN_CLOUDFRONT_DISTRIBUTION_ID", ""),
+        cloudfront_endpoint_url=_optional_url(env, "SLUICE_CDN_CLOUDFRONT_ENDPOINT_URL") or None,
+        cloudflare_zone_id=env_str(env, "SLUICE_CDN_CLOUDFLARE_ZONE_ID", ""),
+        cloudflare_api_token=env_str(env, "SLUICE_CDN_CLOUDFLARE_API_TOKEN", ""),
+        cloudflare_api_url=_optional_url(
+            env, "SLUICE_CDN_CLOUDFLARE_API_URL", "https://api.cloudflare.com/client/v4"
+        ),
+        cloudflare_prefix_purge=env_flag(env, "SLUICE_CDN_CLOUDFLARE_PREFIX_PURGE", False),
+        fastly_service_id=env_str(env, "SLUICE_CDN_FASTLY_SERVICE_ID", ""),
+        fastly_api_token=env_str(env, "SLUICE_CDN_FASTLY_API_TOKEN", ""),
+        fastly_api_url=_optional_url(env, "SLUICE_CDN_FASTLY_API_URL", "https://api.fastly.com"),
+        webhook_url=_optional_url(env, "SLUICE_CDN_WEBHOOK_URL"),
+        webhook_secret=env_str(env, "SLUICE_CDN_WEBHOOK_SECRET", ""),
+        wildcard_threshold=env_number(env, "SLUICE_CDN_WILDCARD_THRESHOLD", 50, int, 2),
+        flush_batch=env_number(env, "SLUICE_CDN_FLUSH_BATCH", 1000, int, 1),
+        flush_interval=env_number(env, "SLUICE_CDN_FLUSH_INTERVAL", 60.0, float, 1),
+        compress_interval=env_number(env, "SLUICE_CDN_COMPRESS_INTERVAL", 300.0, float, 1),
+        hit_ratio_interval=env_number(env, "SLUICE_CDN_HIT_RATIO_INTERVAL", 300.0, float, 1),
+        max_retries=env_number(env, "SLUICE_CDN_MAX_RETRIES", 5, int, 0),
+        backoff_base=env_number(env, "SLUICE_CDN_BACKOFF_BASE", 1.0, float, 0),
+        backoff_max=env_number(env, "SLUICE_CDN_BACKOFF_MAX", 60.0, float, 0),
+        http_timeout=env_number(env, "SLUICE_CDN_HTTP_TIMEOUT", 30.0, float, 0.001),
+        edge_logs=tuple(
+            p.strip() for p in env.get("SLUICE_CDN_EDGE_LOGS", "").split(",") if p.strip()
+        ),
+    )
+    _check_cdn_provider(settings)
+    return settings
+
+
+_CDN_REQUIRED = {
+    "cloudfront": (("cloudfront_distribution_id", "SLUICE_CDN_CLOUDFRONT_DISTRIBUTION_ID"),),
+    "cloudflare": (
+        ("cloudflare_zone_id", "SLUICE_CDN_CLOUDFLARE_ZONE_ID"),
+        ("cloudflare_api_token", "SLUICE_CDN_CLOUDFLARE_API_TOKEN"),
+    ),
+    "fastly": (
+        ("fastly_service_id", "SLUICE_CDN_FASTLY_SERVICE_ID"),
+        ("fastly_api_token", "SLUICE_CDN_FASTLY_API_TOKEN"),
+    ),
+    "webhook": (("webhook_url", "SLUICE_CDN_WEBHOOK_URL"),),
+}
+
+
+def _check_cdn_provider(settings: CDNSettings) -> None:
+    for attribute, variable in _CDN_REQUIRED.get(settings.provider, ()):
+        if not getattr(settings, attribute):
+            raise ConfigurationError(f"SLUICE_CDN_PROVIDER={settings.provider} needs {variable}")
+    if settings.provider == "cloudflare" and not settings.base_url:
+        # Cloudflare purges full URLs, so the public host must be known.
+        raise ConfigurationError("SLUICE_CDN_PROVIDER=cloudflare needs SLUICE_CDN_BASE_URL")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every option; raise :class:`ConfigurationError` on the first bad one."""
-    env = os.environ if env is None else env
-    data_dir = Path(env_str(env, "SLUICE_DATA_DIR", str(default_data_dir()))).expanduser().resolve()
+    """Read and validate every option of every section; raise :class:`ConfigurationError` on the
+    first bad one."""
+    env = _environment(env)
+    data_dir = check_directory(
+        env_str(env, "SLUICE_DATA_DIR", str(default_data_dir(env))), "SLUICE_DATA_DIR"
+    )
     database_url = check_url(
         env_str(env, "SLUICE_DATABASE_URL", f"sqlite:///{data_dir / 'sluice.db'}"),
         "SLUICE_DATABASE_URL",
@@ -179,7 +533,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     result_backend = env_str(
         env, "SLUICE_RESULT_BACKEND", f"db+sqlite:///{data_dir / 'results.db'}"
     )
-    if not result_backend.startswith(("db+", "redis://", "rediss://", "rpc://")):
+    if result_backend.startswith("db+"):
+        check_url(result_backend[3:], "SLUICE_RESULT_BACKEND (after db+)", DATABASE_SCHEMES)
+    elif result_backend.startswith(("redis://", "rediss://")):
+        check_url(result_backend, "SLUICE_RESULT_BACKEND", REDIS_SCHEMES)
+    elif not result_backend.startswith("rpc://"):
         raise ConfigurationError(
             f"SLUICE_RESULT_BACKEND={result_backend!r} must be a redis:// or db+<sqlalchemy url>"
         )
@@ -192,6 +550,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"SLUICE_VISIBILITY_TIMEOUT={visibility_timeout:g} must exceed "
             f"SLUICE_MAX_COUNTDOWN={max_countdown:g}"
         )
+    cdn_compression_enabled = env_flag(env, "CDN_COMPRESSION_ENABLED", True)
     ai_model_default = "sluice-local-1"
     provider = env_choice(env, "SLUICE_AI_PROVIDER", "local", AI_PROVIDERS)
     if provider == "openai":
@@ -220,9 +579,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=env_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
         task_timeout=env_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),
         retention_days=env_number(env, "SLUICE_RETENTION_DAYS", 30.0, float, 0.001),
-        handler_modules=tuple(
-            m.strip() for m in env.get("SLUICE_HANDLER_MODULES", "").split(",") if m.strip()
-        ),
+        handler_modules=_handler_modules(env),
         max_payload_bytes=env_number(env, "SLUICE_MAX_PAYLOAD_BYTES", 1_048_576, int, 1),
         max_countdown=max_countdown,
         visibility_timeout=visibility_timeout,
@@ -234,8 +591,36 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache_enabled=env_flag(env, "CACHE_ENABLED", True),
         async_processing_enabled=env_flag(env, "ASYNC_PROCESSING_ENABLED", True),
         query_cache_enabled=env_flag(env, "QUERY_CACHE_ENABLED", True),
-        cdn_compression_enabled=env_flag(env, "CDN_COMPRESSION_ENABLED", True),
+        cdn_compression_enabled=cdn_compression_enabled,
+        serve_host=env_str(env, "SLUICE_SERVE_HOST", "127.0.0.1"),
+        serve_port=_port(env, "SLUICE_SERVE_PORT", 8000),
+        log_format=load_log_format(env),
+        rate_limits=load_rate_limits(env),
+        cache_options=MappingProxyType(load_cache_options(env)),
+        cdn=load_cdn_settings(env, cdn_compression_enabled),
     )
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = env_number(env, name, default, int, 0)
+    if port > 65535:
+        raise ConfigurationError(f"{name}={env[name]!r} is above the highest port, 65535")
+    return port
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _handler_modules(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("SLUICE_HANDLER_MODULES", "")
+    modules = tuple(m.strip() for m in raw.split(",") if m.strip())
+    for module in modules:
+        if not _MODULE_NAME.fullmatch(module):
+            raise ConfigurationError(
+                f"SLUICE_HANDLER_MODULES={raw!r}: {module!r} is not a Python module name; "
+                "list importable modules separated by commas, e.g. myapp.handlers"
+            )
+    return modules
 
 
 @cache

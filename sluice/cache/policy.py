@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sluice.errors import ConfigurationError, InvalidInput
-from sluice.settings import env_number
+from sluice.errors import InvalidInput
+from sluice.settings import load_cache_options
 
 ANALYSIS, EMBEDDING, RESPONSE = "analysis", "embedding", "response"
 CONTENT_TYPES = (ANALYSIS, EMBEDDING, RESPONSE)
@@ -109,35 +107,7 @@ class CacheConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CacheConfig:
         """Defaults overridden by ``SLUICE_CACHE_*`` variables (validated, named in errors)."""
-        env = os.environ if env is None else env
-        overrides: dict[str, Any] = {}
-        numeric = {
-            # variable: (field, type, minimum)
-            "SLUICE_CACHE_TTL_ANALYSIS": ("ttl_analysis", float, 0.001),
-            "SLUICE_CACHE_TTL_EMBEDDING": ("ttl_embedding", float, 0.001),
-            "SLUICE_CACHE_TTL_RESPONSE": ("ttl_response", float, 0.001),
-            "SLUICE_CACHE_MAX_TEMPERATURE": ("max_cacheable_temperature", float, 0.0),
-            "SLUICE_CACHE_MAX_ENTRY_BYTES": ("max_entry_bytes", int, 1),
-            "SLUICE_CACHE_L1_MAX_ENTRIES": ("l1_max_entries", int, 1),
-            "SLUICE_CACHE_L1_MAX_BYTES": ("l1_max_bytes", int, 1),
-            "SLUICE_CACHE_L2_TIMEOUT": ("l2_timeout", float, 0.001),
-            "SLUICE_CACHE_PRICE_PER_CALL": ("price_per_call_usd", float, 0.0),
-        }
-        for variable, (name, kind, minimum) in numeric.items():
-            if env.get(variable, "").strip():
-                overrides[name] = env_number(env, variable, getattr(cls, name), kind, minimum)
-        prices_raw = env.get("SLUICE_CACHE_PRICES", "").strip()
-        if prices_raw:
-            overrides["prices"] = {**DEFAULT_PRICES, **_parse_prices(prices_raw)}
+        overrides = load_cache_options(env)
+        if "prices" in overrides:
+            overrides["prices"] = {**DEFAULT_PRICES, **overrides["prices"]}
         return replace(cls(), **overrides)
-
-
-def _parse_prices(raw: str) -> dict[str, tuple[float, float]]:
-    try:
-        data = json.loads(raw)
-        return {str(m): (float(p[0]), float(p[1])) for m, p in data.items()}
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        raise ConfigurationError(
-            f"SLUICE_CACHE_PRICES={raw!r} must be JSON like "
-            '{"gpt-4o": [0.0025, 0.01]} (USD per 1K prompt and completion tokens)'
-        ) from None

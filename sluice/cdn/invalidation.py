@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sluice.cdn.providers import PurgeFailed, PurgeProvider
-from sluice.cdn.purgepaths import EVERYTHING, collapse, validate_purge_path
+from sluice.cdn.purgepaths import EVERYTHING, collapse, is_covered, validate_purge_path
 from sluice.store import Store
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ class InvalidationQueue:
             return result
         try:
             self._recover()
+            # Paths queued before this flush began are covered by any purge it sends; one queued
+            # meanwhile may have new content the earlier purge reached the edge before, so it is
+            # purged again. Without this, a directory collapsed to "dir/*" was purged per batch.
+            older = self.store.length(QUEUE_KEY)
+            stale: list[str] = []  # what this flush purged, widened as the provider widens
             while not result.error:
                 items = self.store.pop_many(QUEUE_KEY, self.batch)
                 if not items:
@@ -95,7 +100,11 @@ class InvalidationQueue:
                 # Unmark before purging: a path queued again during the purge must queue anew,
                 # because this purge may reach the edge before the new content is deployed.
                 self.store.delete(*{_marker(p) for p in items})
-                self._flush_batch(provider, items, result)
+                fresh = [p for p in items[:older] if not is_covered(p, stale)]
+                done = len(result.purged)
+                self._flush_batch(provider, fresh + items[older:], result)
+                stale += provider.purged_by(result.purged[done:])
+                older = max(0, older - len(items))
                 self.store.delete(IN_FLIGHT_KEY)
         finally:
             lock.release()
@@ -103,6 +112,8 @@ class InvalidationQueue:
 
     def _flush_batch(self, provider: PurgeProvider, items: list[str], result: FlushResult) -> None:
         paths = collapse(items, self.wildcard_threshold)
+        if not paths:
+            return
         try:
             result.calls += provider.purge(paths)
             result.purged += paths

@@ -243,8 +243,7 @@ def get_cdn_manager() -> CDNManager:
 
 
 def reset_cdn_manager() -> None:
-    """Forget the process-wide manager and settings (tests, settings reloads)."""
+    """Forget the process-wide manager (tests, settings reloads)."""
     global _manager
     with _manager_lock:
         _manager = None
-        get_cdn_settings.cache_clear()

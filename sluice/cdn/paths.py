@@ -8,9 +8,12 @@ too, so a link planted in the tree cannot expose the rest of the disk.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 from sluice.errors import InvalidInput
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def clean_relative(path: str) -> str:
@@ -19,6 +22,8 @@ def clean_relative(path: str) -> str:
         raise InvalidInput(f"asset path must be a non-empty string, got {path!r}")
     if "\\" in path or "\x00" in path:
         raise InvalidInput(f"asset path {path!r} contains a backslash or NUL")
+    if _CONTROL.search(path) or not _encodable(path):
+        raise InvalidInput(f"asset path {path!r} contains a control character or invalid Unicode")
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise InvalidInput(f"asset path {path!r} is absolute; give it relative to the static root")
     parts = [p for p in PurePosixPath(path).parts if p != "."]
@@ -27,10 +32,22 @@ def clean_relative(path: str) -> str:
     return "/".join(parts)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def resolve_inside(root: Path, path: str) -> Path:
     """The file ``path`` under ``root``, after checking that it (and any symlink) stays inside."""
-    base = root.resolve()
-    target = (base / clean_relative(path)).resolve()
+    relative = clean_relative(path)
+    try:
+        base = root.resolve()
+        target = (base / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        raise InvalidInput(f"asset path {path!r} cannot be resolved: {exc}") from None
     if not target.is_relative_to(base):
         raise InvalidInput(f"asset path {path!r} resolves outside the static root {base}")
     return target

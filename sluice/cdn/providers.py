@@ -64,6 +64,14 @@ class PurgeCall:
     covers: tuple[str, ...]
     run: Callable[[], None]
     description: str
+    #: What the call really purges when the provider widens (``/*`` for a purge of everything);
+    #: empty when that is exactly ``covers``.
+    widened: tuple[str, ...] = ()
+
+    @property
+    def purges(self) -> tuple[str, ...]:
+        """The purge paths this call makes stale at the edge."""
+        return self.widened or self.covers
 
 
 def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -84,6 +92,11 @@ class PurgeProvider(ABC):
     @abstractmethod
     def calls(self, paths: list[str]) -> list[PurgeCall]:
         """The API calls that purge ``paths``."""
+
+    def purged_by(self, paths: list[str]) -> list[str]:
+        """Everything a purge of ``paths`` makes stale, widened as this provider widens patterns
+        (a flush skips what an earlier call of the same flush already covered)."""
+        return [p for call in self.calls(paths) for p in call.purges]
 
     def purge(self, paths: list[str]) -> int:
         """Purge ``paths``; return how many API calls it took. Raises :class:`PurgeFailed`."""
@@ -195,6 +208,7 @@ class CloudFrontProvider(PurgeProvider):
                 covers=tuple(p for w in batch for p in widened[w]),
                 run=self._invalidate(batch),
                 description=f"invalidation of {len(batch)} path(s)",
+                widened=tuple(batch),
             )
             for batch in chunks(list(widened), self.MAX_PATHS)
         ]
@@ -246,7 +260,9 @@ class CloudflareProvider(HTTPProvider):
             any(map(is_pattern, paths)) and not self.settings.cloudflare_prefix_purge
         ):
             # Without prefix purge (an Enterprise feature) a wildcard can only be honoured in full.
-            return [self._call(tuple(paths), {"purge_everything": True}, "purge everything")]
+            return [
+                self._call(tuple(paths), {"purge_everything": True}, "purge everything", EVERYTHING)
+            ]
         files = [p for p in paths if not is_pattern(p)]
         prefixes: dict[str, list[str]] = {}
         for path in filter(is_pattern, paths):
@@ -260,12 +276,15 @@ class CloudflareProvider(HTTPProvider):
                 tuple(p for k in batch for p in prefixes[k]),
                 {"prefixes": batch},
                 f"{len(batch)} prefix(es)",
+                *(pattern_directory(p) + "*" for k in batch for p in prefixes[k]),
             )
             for batch in chunks(list(prefixes), self.CHUNK)
         ]
         return planned
 
-    def _call(self, covers: tuple[str, ...], body: dict[str, Any], description: str) -> PurgeCall:
+    def _call(
+        self, covers: tuple[str, ...], body: dict[str, Any], description: str, *widened: str
+    ) -> PurgeCall:
         url = f"{self.settings.cloudflare_api_url}/zones/{self.settings.cloudflare_zone_id}/purge_cache"
         headers = {"Authorization": f"Bearer {self.settings.cloudflare_api_token}"}
 
@@ -275,7 +294,7 @@ class CloudflareProvider(HTTPProvider):
             if not payload.get("success", False):
                 raise PurgeError(f"Cloudflare refused the purge: {payload.get('errors')}")
 
-        return PurgeCall(covers, run, description)
+        return PurgeCall(covers, run, description, widened)
 
 
 class FastlyProvider(HTTPProvider):
@@ -296,7 +315,11 @@ class FastlyProvider(HTTPProvider):
             else:
                 keys.setdefault(key, []).append(path)
         if everything:
-            return [self._call(tuple(paths), "POST", f"{service}/purge_all", {}, "purge all")]
+            return [
+                self._call(
+                    tuple(paths), "POST", f"{service}/purge_all", {}, "purge all", EVERYTHING
+                )
+            ]
         host = urlsplit(self.settings.base_url).netloc
         planned = []
         for path in (p for p in paths if not is_pattern(p)):
@@ -320,6 +343,8 @@ class FastlyProvider(HTTPProvider):
                     f"{service}/purge",
                     {"Surrogate-Key": " ".join(batch)},
                     f"{len(batch)} surrogate key(s)",
+                    # a directory's key is on every response below it
+                    *(key + "*" if key.endswith("/") else key for key in batch),
                 )
             )
         return planned
@@ -331,6 +356,7 @@ class FastlyProvider(HTTPProvider):
         url: str,
         headers: dict[str, str],
         description: str,
+        *widened: str,
     ) -> PurgeCall:
         headers = {
             "Fastly-Key": self.settings.fastly_api_token,
@@ -341,7 +367,7 @@ class FastlyProvider(HTTPProvider):
         def run() -> None:
             self.request(method, url, headers=headers)
 
-        return PurgeCall(covers, run, description)
+        return PurgeCall(covers, run, description, widened)
 
 
 class WebhookProvider(HTTPProvider):

@@ -64,14 +64,19 @@ def collapse(paths: Iterable[str], threshold: int) -> list[str]:
         posixpath.join(d, "*") for d in sorted(crowded)
     ]
     result += [p for p in unique if not is_pattern(p) and posixpath.dirname(p) not in crowded]
-    prefixes = [p[:-1] for p in result if p.endswith("*") and "*" not in p[:-1]]
-    return list(
-        dict.fromkeys(
-            p
-            for p in result
-            if not any(p != prefix + "*" and p.startswith(prefix) for prefix in prefixes)
-        )
-    )
+    return [p for p in dict.fromkeys(result) if not is_covered(p, result, strictly=True)]
+
+
+def is_covered(path: str, purged: Iterable[str], strictly: bool = False) -> bool:
+    """Whether purging ``purged`` also purges ``path``: ``path`` is among them (unless
+    ``strictly``) or starts with the prefix of one of their trailing-``*`` patterns."""
+    for other in purged:
+        if other == path:
+            if not strictly:
+                return True
+        elif other.endswith("*") and "*" not in other[:-1] and path.startswith(other[:-1]):
+            return True
+    return False
 
 
 def widen_to_trailing_wildcard(path: str) -> str:

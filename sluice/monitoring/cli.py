@@ -14,18 +14,27 @@ console = SafeConsole()
 
 
 @click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="SLUICE_SERVE_HOST")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
-    envvar="SLUICE_SERVE_PORT", help="0 picks a free port (printed at start).",
+    "--host",
+    default=None,
+    show_default="127.0.0.1, or SLUICE_SERVE_HOST",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None,
+    show_default="8000, or SLUICE_SERVE_PORT", help="0 picks a free port (printed at start).",
 )  # fmt: skip
-def serve(host: str, port: int) -> None:
+def serve(host: str | None, port: int | None) -> None:
     """Serve /health, /metrics (Prometheus) and /stats (JSON) over HTTP until interrupted."""
     from sluice.monitoring.logs import configure_logging
     from sluice.monitoring.server import make_server
+    from sluice.settings import get_settings
 
     configure_logging()
-    server = make_server(host, port)
+    settings = get_settings()
+    server = make_server(
+        settings.serve_host if host is None else host,
+        settings.serve_port if port is None else port,
+    )
     bound_host, bound_port = server.server_address[:2]
     click.echo(f"sluice serving on http://{bound_host!s}:{bound_port}", err=True)
     try:

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from sluice.monitoring import sources
 from sluice.monitoring.logs import configured_secrets, redact
-from sluice.settings import get_settings, redact_url
+from sluice.settings import get_settings
 from sluice.store import get_store
 
 #: Seconds each check may take before it counts as failed.
@@ -47,7 +47,7 @@ def check_broker() -> str:
 
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.1)
-        return f"connected to {redact_url(connection.as_uri())}"
+        return f"connected to {redact(connection.as_uri())}"
 
 
 def check_store() -> str:
@@ -64,7 +64,7 @@ def check_database() -> str:
 
     with get_engine().connect() as connection:
         connection.execute(text("SELECT 1"))
-    return redact_url(get_settings().database_url)
+    return redact(get_settings().database_url)
 
 
 def check_workers() -> str:

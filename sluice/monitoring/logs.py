@@ -11,59 +11,34 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sluice.errors import ConfigurationError
+from sluice.redaction import MASK, redact
+from sluice.settings import LOG_FORMATS as FORMATS
+from sluice.settings import SECRET_VARIABLES, load_log_format, load_secrets
 
-MASK = "***"
-FORMATS = ("text", "json")
-#: Environment variables whose values are secrets wherever they appear.
-SECRET_VARIABLES = (
-    "SLUICE_AI_API_KEY",
-    "OPENAI_API_KEY",
-    "SLUICE_CDN_CLOUDFLARE_API_TOKEN",
-    "SLUICE_CDN_FASTLY_API_TOKEN",
-    "SLUICE_CDN_WEBHOOK_SECRET",
-    "AWS_SECRET_ACCESS_KEY",
-    "POSTGRES_PASSWORD",
-    "FLOWER_BASIC_AUTH",
-)
-_PATTERNS = (
-    # scheme://user:password@host -> scheme://user:***@host
-    (re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)", re.I), r"\g<keep>***"),
-    (re.compile(r"(?P<keep>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\g<keep>***"),
-    (
-        re.compile(
-            r"(?P<keep>\b[\w-]*(?:api[_-]?key|token|secret|password|passwd|pwd)[\"']?\s*[=:]\s*[\"']?)"
-            r"[^\s\"',;&}]+",
-            re.I,
-        ),
-        r"\g<keep>***",
-    ),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
-)
+__all__ = [
+    "FORMATS",
+    "MASK",
+    "SECRET_VARIABLES",
+    "JSONFormatter",
+    "RedactFilter",
+    "configure_handlers",
+    "configure_logging",
+    "configured_secrets",
+    "log_format",
+    "redact",
+]
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every known secret value and credential-looking substring masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
 def configured_secrets() -> tuple[str, ...]:
     """The secret values set in this process's environment (short ones ignored: too ambiguous)."""
-    values = (os.environ.get(name, "") for name in SECRET_VARIABLES)
-    return tuple(v for v in values if len(v) >= 6)
+    return load_secrets()
 
 
 class RedactFilter(logging.Filter):
@@ -110,12 +85,7 @@ class JSONFormatter(logging.Formatter):
 
 def log_format() -> str:
     """``SLUICE_LOG_FORMAT`` (``text`` or ``json``), validated."""
-    value = os.environ.get("SLUICE_LOG_FORMAT", "text").strip().lower() or "text"
-    if value not in FORMATS:
-        raise ConfigurationError(
-            f"SLUICE_LOG_FORMAT={value!r} must be one of: {', '.join(FORMATS)}"
-        )
-    return value
+    return load_log_format()
 
 
 def configure_handlers(handlers: Iterable[logging.Handler]) -> None:

@@ -6,6 +6,9 @@ function reads the shared store, the broker or the database at call time; none k
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -34,12 +37,51 @@ def task_stats() -> dict[str, Any]:
     return snapshot(app)
 
 
-def workers_online(timeout: float = PING_TIMEOUT) -> list[str]:
-    """Names of the Celery workers that answered a ping within ``timeout`` seconds."""
-    from sluice.celery import app
+#: How long one ping's answer serves every scrape and health check of this process.
+PING_CACHE_SECONDS = 2.0
 
-    replies = app.control.ping(timeout=timeout) or []
-    return sorted(name for reply in replies for name in reply)
+
+class _PingCache:
+    def __init__(self) -> None:
+        self.answer: list[str] | None = None
+        self.at = -math.inf
+        self.in_flight = threading.Lock()  # held by the one thread pinging
+
+
+_ping = _PingCache()
+_ping_lock = threading.Lock()
+
+
+def workers_online(timeout: float = PING_TIMEOUT) -> list[str]:
+    """Names of the Celery workers that answered a ping within ``timeout`` seconds.
+
+    One ping at a time per process, its answer shared for :data:`PING_CACHE_SECONDS`: a crowd of
+    scrapes and health checks costs one ping, not one each. The ping runs on a connection of its
+    own: Celery's would hold a pooled connection while waiting for the producer pool, and enough
+    concurrent pings then wait on each other forever.
+    """
+    with _ping_lock:  # the lock only guards the cache; it is never held across the ping
+        fresh = _ping.answer if time.monotonic() - _ping.at < PING_CACHE_SECONDS else None
+    if fresh is not None:
+        return fresh
+    if not _ping.in_flight.acquire(timeout=timeout + PING_TIMEOUT):
+        raise TimeoutError(
+            f"another worker ping did not finish within {timeout + PING_TIMEOUT:g} s"
+        )
+    try:
+        with _ping_lock:
+            if time.monotonic() - _ping.at < PING_CACHE_SECONDS and _ping.answer is not None:
+                return _ping.answer  # pinged by the thread this one waited for
+        from sluice.celery import app
+
+        with app.connection_for_write() as connection:
+            replies = app.control.ping(timeout=timeout, connection=connection) or []
+        names = sorted(name for reply in replies for name in reply)
+        with _ping_lock:
+            _ping.answer, _ping.at = names, time.monotonic()
+        return names
+    finally:
+        _ping.in_flight.release()
 
 
 def query_cache_stats() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from sluice.db import DeadLetterTask, session_scope, upgrade
 from sluice.db.engine import get_engine
 from sluice.errors import InvalidInput
 from sluice.workers import headers as hdr
+from sluice.workers.payload import storable, storable_text
 
 
 def _as_dict(row: DeadLetterTask) -> dict[str, Any]:
@@ -54,18 +55,22 @@ class DeadLetterQueue:
         history: list[Any] | None = None,
         replays: int = 0,
     ) -> int:
-        """Record a dead task; returns its dead-letter id."""
+        """Record a dead task; returns its dead-letter id.
+
+        Values are stored in a form no database refuses (:func:`~sluice.workers.payload.storable`:
+        NaN as text, NUL escaped), so the payload that killed a task cannot also kill its record.
+        """
         with session_scope(self.database_url) as db:
             row = DeadLetterTask(
-                task_id=task_id,
-                task_name=task_name,
+                task_id=storable_text(task_id)[:64],
+                task_name=storable_text(task_name)[:200],
                 queue=queue,
                 priority=priority,
-                payload=payload,
-                error=error,
-                traceback=traceback,
+                payload=storable(payload),
+                error=storable_text(error),
+                traceback=storable_text(traceback),
                 attempts=attempts,
-                history=history or [],
+                history=storable(history or []),
                 replays=replays,
             )
             db.add(row)

@@ -8,10 +8,10 @@ Limits are named so handlers can refer to them: :func:`define_rate_limit`, or
 
 from __future__ import annotations
 
-import os
 import threading
 
 from sluice.errors import ConfigurationError, InvalidInput
+from sluice.settings import get_settings
 from sluice.store import Store, TokenGrant, get_store
 
 
@@ -82,8 +82,8 @@ def get_rate_limit(name: str) -> RateLimiter:
     global _env_loaded
     with _limits_lock:
         if not _env_loaded:  # limits defined in code take precedence over the variable
-            for key, value in parse_rate_limits(os.environ.get("SLUICE_RATE_LIMITS", "")).items():
-                _limits.setdefault(key, value)
+            for spec in get_settings().rate_limits:
+                _limits.setdefault(spec.name, RateLimiter(spec.rate, spec.burst, spec.name))
             _env_loaded = True
         limiter = _limits.get(name)
     if limiter is None:
@@ -92,20 +92,3 @@ def get_rate_limit(name: str) -> RateLimiter:
             "or call define_rate_limit()"
         )
     return limiter
-
-
-def parse_rate_limits(raw: str) -> dict[str, RateLimiter]:
-    """Parse ``name=rate:burst,...`` (burst optional); raise ConfigurationError naming the part."""
-    limits = {}
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        name, _, spec = part.partition("=")
-        rate, _, burst = spec.partition(":")
-        try:
-            limits[name.strip()] = RateLimiter(
-                float(rate), float(burst) if burst else None, name.strip()
-            )
-        except (ValueError, InvalidInput):
-            raise ConfigurationError(
-                f"SLUICE_RATE_LIMITS: {part!r} must look like name=RATE:BURST, e.g. openai=100:200"
-            ) from None
-    return limits

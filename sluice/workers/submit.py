@@ -8,7 +8,6 @@ that can only fail later. Handler payloads and plain sluice tasks' arguments go 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from celery.result import AsyncResult
@@ -19,6 +18,7 @@ from sluice.workers import stats
 from sluice.workers.backend import polled_results
 from sluice.workers.handlers import TaskHandler, handler_task_name, registry
 from sluice.workers.loading import ensure_handlers_loaded
+from sluice.workers.payload import check_json_object
 from sluice.workers.priority import Priority, route
 from sluice.workers.ratelimit import get_rate_limit
 
@@ -26,26 +26,13 @@ from sluice.workers.ratelimit import get_rate_limit
 MICROBATCH = "sluice.microbatch"
 
 
-def check_payload(payload: Any) -> str:
-    """Raise :class:`InvalidInput` unless ``payload`` is a JSON object within the size limit.
-
-    Returns the payload's compact JSON (what was measured), for callers that can reuse it.
-    """
-    if not isinstance(payload, dict):
-        raise InvalidInput(
-            f"a payload must be a dict (a JSON object), got {type(payload).__name__}"
-        )
-    try:
-        text = json.dumps(payload, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"payload is not JSON-serialisable: {exc}") from None
-    size = len(text.encode())
+def check_payload(payload: Any, meta: Any = None) -> None:
+    """Raise :class:`InvalidInput` unless ``payload`` (and ``meta``, when given) is a JSON object
+    every hop carries unchanged, within the size limit (see :mod:`sluice.workers.payload`)."""
     limit = get_settings().max_payload_bytes
-    if size > limit:
-        raise InvalidInput(
-            f"payload is {size} bytes, over the {limit}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"
-        )
-    return text
+    check_json_object(payload, "payload", limit)
+    if meta is not None:
+        check_json_object(meta, "meta", limit)
 
 
 def check_countdown(countdown: Any) -> None:

@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 
 #: Attempts kept in a task's history (the newest).
 HISTORY_LIMIT = 20
-#: Characters of a handler's payload shown as its message's ``argsrepr`` (Celery's own limit).
-REPR_LIMIT = 1024
 #: How long a task waits to try again when even its dead-letter entry could not be written.
 DEAD_LETTER_RETRY_SECONDS = 30.0
 
@@ -113,10 +111,6 @@ class SluiceTask(Task):
         """The JSON object validated at submit and kept in a dead letter."""
         return {"args": list(args or ()), "kwargs": dict(kwargs or {})}
 
-    def reprs(self, payload_json: str) -> tuple[str | None, str | None]:
-        """``argsrepr, kwargsrepr`` of the message (what Flower shows); None: Celery's own."""
-        return None, None
-
     def call_of(self, payload: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """``args, kwargs`` from a dead letter's payload (the inverse of :meth:`payload_of`)."""
         return list(payload.get("args", [])), dict(payload.get("kwargs", {}))
@@ -153,10 +147,7 @@ class SluiceTask(Task):
         if hdr.PRIORITY in headers and priority is None:
             priority = headers[hdr.PRIORITY]
         level = self.level if priority is None else Priority.parse(priority)
-        text = check_payload(self.payload_of(args, kwargs))
-        for option, value in zip(("argsrepr", "kwargsrepr"), self.reprs(text), strict=True):
-            if value is not None:
-                options.setdefault(option, value)
+        check_payload(self.payload_of(args, kwargs))
         check_countdown(options.get("countdown"))
         check_rate_limit(self.global_rate_limit)
         stats.record("submitted", level.queue, self.label)
@@ -301,10 +292,6 @@ class HandlerTask(SluiceTask):
         if kwargs or len(args or ()) != 1:
             raise InvalidInput(f"{self.name} takes one payload (a dict), got {args!r} {kwargs!r}")
         return cast(dict[str, Any], args[0])
-
-    def reprs(self, payload_json: str) -> tuple[str | None, str | None]:
-        # The JSON just measured at submit, not a second walk of the payload by Celery's repr.
-        return f"({payload_json[:REPR_LIMIT]},)", "{}"
 
     def call_of(self, payload: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         return [payload], {}

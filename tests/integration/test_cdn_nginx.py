@@ -193,3 +193,62 @@ def test_refused_gzip_is_honoured(
         and "content-encoding" not in headers
         and body == (dist / "js/app.js").read_bytes()
     )
+
+
+INJECTIONS = [
+    '/s/ { return 200 "injected"; } location /x/',
+    "/s/;/",
+    "/s$uri/",
+    "/s/\n/",
+    "/s /",
+    '/s"/',
+    "/s'/",
+    "/s{/",
+    "/s\\/",
+    "/s#/",
+]
+
+
+@pytest.mark.parametrize("static_url", INJECTIONS)
+def test_static_url_that_could_inject_is_refused_by_generator_and_settings(
+    static_url: str, tmp_path: Path
+) -> None:
+    from sluice.errors import ConfigurationError, InvalidInput
+    from sluice.settings import load_cdn_settings
+
+    with pytest.raises(InvalidInput, match="static URL"):
+        render_server_config(NginxOptions(root=tmp_path, static_url=static_url))
+    with pytest.raises(ConfigurationError, match="SLUICE_CDN_STATIC_URL"):
+        load_cdn_settings({"SLUICE_CDN_STATIC_URL": static_url})
+
+
+@pytest.mark.parametrize(
+    "name", ["a$b", "$document_root", 'a"b', "a\\b", "a\nb", "a\x7fb", "a\x00b"]
+)
+def test_root_nginx_would_expand_is_refused_by_generator_and_settings(
+    name: str, tmp_path: Path
+) -> None:
+    from sluice.errors import ConfigurationError, InvalidInput
+    from sluice.settings import load_cdn_settings
+
+    root = tmp_path / name
+    with pytest.raises(InvalidInput, match=r"nginx configuration|not a usable path"):
+        render_server_config(NginxOptions(root=root))
+    with pytest.raises(ConfigurationError, match="SLUICE_CDN_STATIC_ROOT"):
+        load_cdn_settings({"SLUICE_CDN_STATIC_ROOT": str(root)})
+
+
+@pytest.mark.parametrize("name", ["with space", "semi;colon", "brace{}", "at@sign", "ünï"])
+def test_literal_roots_and_prefixes_pass_nginx_t_and_mean_themselves(
+    nginx_binary: str, tmp_path: Path, name: str
+) -> None:
+    """What the generator accepts, nginx accepts too, and reads as the literal path."""
+    root = tmp_path / name
+    root.mkdir()
+    config = render_server_config(
+        NginxOptions(root=root, static_url="/st-at.ic~1/v2/", listen="127.0.0.1:8081")
+    )
+    ok, output = check_config(config, nginx_binary)
+    assert ok, output
+    assert f'alias "{root.resolve()}/";' in config
+    assert 'location ^~ "/st-at.ic~1/v2/" {' in config

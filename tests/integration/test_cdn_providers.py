@@ -445,3 +445,27 @@ def test_cloudfront_exhausted_retries_requeue(tmp_path: Path, moto_url: str, aws
         assert result.error and "TooManyInvalidationsInProgress" in result.error
         assert cdn.get_pending_invalidations() == ["/static/*"]
     assert invalidated_paths(moto_url, distribution) == []
+
+
+# -- one flush, several batches -------------------------------------------------------------------
+
+
+def test_cloudflare_purges_everything_once_per_flush_however_many_batches(
+    tmp_path: Path, cloudflare: FakeAPI
+) -> None:
+    """Without prefix purge a wildcard is a purge of everything; batch by batch, it was sent once
+    per batch (10 identical purges for 10 batches)."""
+    cdn = cloudflare_manager(tmp_path, cloudflare, SLUICE_CDN_FLUSH_BATCH="10")
+    cdn.queue_invalidation(["/static/css/*", *(f"/static/js/{i}.js" for i in range(100))])
+    result = cdn.flush_invalidations()
+    assert result.error is None and cdn.get_pending_invalidations() == []
+    assert [r.json() for r in cloudflare.requests] == [{"purge_everything": True}]
+
+
+def test_fastly_directory_key_purged_once_per_flush(tmp_path: Path, fastly: FakeAPI) -> None:
+    cdn = fastly_manager(tmp_path, fastly)
+    cdn.queue_invalidation([f"/static/js/app.{i}.*.js" for i in range(30)])
+    cdn.invalidations.batch = 3
+    cdn.flush_invalidations()
+    keys = [r.headers["surrogate-key"] for r in fastly.requests if r.path.endswith("/purge")]
+    assert keys == ["/static/js/"]

@@ -11,6 +11,7 @@ from sluice.cdn.invalidation import IN_FLIGHT_KEY, InvalidationQueue
 from sluice.cdn.providers import PurgeCall, PurgeProvider, RateLimited
 from sluice.cdn.purgepaths import (
     collapse,
+    is_covered,
     surrogate_key_for_pattern,
     surrogate_keys,
     validate_purge_path,
@@ -167,3 +168,52 @@ def test_concurrent_flush_is_skipped(queue: InvalidationQueue) -> None:
     with queue.store.lock("cdn:invalidation"):
         assert queue.flush(FakeProvider()).skipped
     assert queue.pending() == ["/a.js"]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10, 33])
+def test_a_wildcard_is_purged_once_per_flush_whatever_the_batch_size(
+    tmp_path: Path, batch: int
+) -> None:
+    """100 files of one directory, taken in batches: each batch collapses to the same wildcard,
+    which must be sent once, not once per batch (nor its files after it)."""
+    queue = InvalidationQueue(DiskStore(tmp_path / "store"), wildcard_threshold=3, batch=batch)
+    queue.queue([f"/static/{i}.js" for i in range(4)])
+    queue.queue([f"/static/{i}.js" for i in range(4, 100)] + ["/other.css"])
+    provider = FakeProvider(chunk=1000)
+    queue.flush(provider)
+    sent = [path for call in provider.sent for path in call]
+    assert len(sent) == len(set(sent)), sent
+    if batch > 3:  # a batch holds enough files of the directory to collapse it
+        assert set(sent) <= {"/static/*", "/other.css", *(f"/static/{i}.js" for i in range(3))}
+    assert "/other.css" in sent and queue.pending() == []
+    assert all(is_covered(f"/static/{i}.js", sent) for i in range(100))
+
+
+def test_everything_purged_once_covers_all_later_batches(tmp_path: Path) -> None:
+    queue = InvalidationQueue(DiskStore(tmp_path / "store"), batch=2)
+    queue.invalidate_all()
+    queue.queue([f"/a/{i}.js" for i in range(9)])
+    provider = FakeProvider(chunk=1000)
+    queue.flush(provider)
+    assert provider.sent == [["/*"]]
+
+
+def test_paths_queued_during_a_flush_are_purged_again(tmp_path: Path) -> None:
+    """A purge can reach the edge before content queued after it was deployed: not deduplicated."""
+    queue = InvalidationQueue(DiskStore(tmp_path / "store"), batch=1)
+    queue.queue(["/*"])
+
+    class Requeueing(FakeProvider):
+        def _run(self, batch: list[str]):  # type: ignore[no-untyped-def]
+            inner = super()._run(batch)
+
+            def run() -> None:
+                inner()
+                if batch == ["/*"]:
+                    queue.queue(["/a.js"])
+
+            return run
+
+    provider = Requeueing(chunk=1000)
+    queue.flush(provider)
+    assert provider.sent == [["/*"], ["/a.js"]]

@@ -109,3 +109,52 @@ def test_stats_command_prints_tables_and_json(monkeypatch: pytest.MonkeyPatch) -
     assert tables.exit_code == 0
     assert "global.hit_rate" in tables.output and "0.8333" in tables.output
     assert "pending" in tables.output
+
+
+def _raw(base_url: str, request: bytes) -> bytes:
+    import socket
+
+    port = int(base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET nothing HTTP/1.1\r\n\r\n", b"400"),
+        (b"POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"405"),
+        (b"GET /health HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
+        (b"\xff\xfe /health HTTP/1.1\r\n\r\n", b"405"),
+    ],
+)
+def test_malformed_requests_get_an_error_status_not_a_hang(
+    base_url: str, request_bytes: bytes, status: bytes
+) -> None:
+    assert _raw(base_url, request_bytes).startswith(b"HTTP/1.1 " + status)
+
+
+def test_head_sends_headers_only(base_url: str) -> None:
+    response = _raw(base_url, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head and body == b""
+
+
+def test_a_request_head_never_finished_is_closed_at_the_read_timeout() -> None:
+    import socket
+
+    httpd = server.MonitoringServer("127.0.0.1", 0, read_timeout=0.2)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", httpd.server_address[1]), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            assert sock.recv(1024) == b""  # closed by the server, not by this 30 s timeout
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
