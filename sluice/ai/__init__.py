@@ -11,46 +11,37 @@ import functools
 from collections.abc import Callable
 
 from sluice.ai.admission import STATS_KEY, Admission, Ticket, count_tokens, request_tokens
-from sluice.ai.base import (
-    SEVERITIES,
-    AIProvider,
-    AnalysisResult,
-    Completion,
-    EmbeddingResult,
-    Finding,
-    Usage,
-)
+from sluice.ai.base import SEVERITIES, AIProvider, AnalysisResult, Finding, Usage
 from sluice.ai.languages import LANGUAGES, detect_language, normalize_language
 from sluice.ai.local import LocalProvider
 from sluice.ai.openai import OpenAIProvider
-from sluice.ai.rules import CATEGORIES, RULES, Rule, select_rules
+from sluice.ai.rules import RULES
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
 from sluice.store import BufferedCounters, Store, get_store
 
-__all__ = [
-    "CATEGORIES",
-    "LANGUAGES",
-    "RULES",
-    "SEVERITIES",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
+    # providers
     "AIProvider",
-    "Admission",
-    "AnalysisResult",
-    "Completion",
-    "EmbeddingResult",
-    "Finding",
     "LocalProvider",
     "OpenAIProvider",
-    "Rule",
-    "Ticket",
+    "get_provider",
+    # what they return
+    "AnalysisResult",
+    "Finding",
     "Usage",
+    "SEVERITIES",
+    # languages and rules
+    "LANGUAGES",
+    "RULES",
+    "detect_language",
+    "normalize_language",
+    # admission control
+    "Admission",
+    "Ticket",
     "admission_for",
     "count_tokens",
-    "detect_language",
-    "get_provider",
-    "normalize_language",
     "request_tokens",
-    "select_rules",
 ]
 
 
