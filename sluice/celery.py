@@ -1,7 +1,10 @@
 """The Celery application: ``celery -A sluice worker|beat|flower|inspect`` find ``app`` here.
 
 Configuration comes from the top-level :mod:`celeryconfig` module, itself derived from
-:mod:`sluice.settings`. Task modules are listed in ``include`` so every worker process knows them.
+:mod:`sluice.settings`. It is named, not imported: the policy sits above the packages whose queues
+and schedules it names (which import this app), so no import edge points up from here. Task
+modules are listed in ``include`` (the main job's handlers among them) so every worker process
+knows them.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import importlib
 
 from celery import Celery
 
-import celeryconfig
 from sluice.settings import get_settings
 
 TASK_MODULES = [
@@ -39,7 +41,9 @@ _prepare_embedded_dirs()
 SIGNAL_MODULES = ["sluice.monitoring.queuewait"]
 
 app = Celery("sluice", include=TASK_MODULES)
-app.config_from_object(celeryconfig)
+# Loaded now (force), not at the first use of the configuration: that can be in several threads
+# at once (the health checks), each then importing the packages the policy names.
+app.config_from_object("celeryconfig", force=True)
 for _module in SIGNAL_MODULES:
     importlib.import_module(_module)
 

@@ -25,6 +25,7 @@ CELERY_KEYS = (
     "task_queues",
     "task_default_queue",
     "task_routes",
+    "task_always_eager",
 )
 
 

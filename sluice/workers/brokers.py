@@ -25,27 +25,30 @@ from kombu import Connection, Queue
 
 from sluice.errors import BackendUnavailable
 from sluice.settings import redact_url
-from sluice.workers.priority import ALL_QUEUES, PRIORITY_QUEUES
+from sluice.workers.priority import (
+    ALL_QUEUES,
+    AMQP_PRIORITY_QUEUE,
+    AMQP_SCHEMES,
+    PRIORITY_QUEUES,
+    is_amqp,
+    physical_queue,
+)
+
+__all__ = [
+    "AMQP_PRIORITY_QUEUE",
+    "MAX_PRIORITY",
+    "broker_queues",
+    "check_broker_reachable",
+    "declared_queues",
+    "is_amqp",
+    "physical_queue",
+    "unreachable_broker",
+]
 
 log = logging.getLogger(__name__)
 
-AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
-#: The one RabbitMQ queue that carries CRITICAL, HIGH, NORMAL and LOW (by message priority).
-AMQP_PRIORITY_QUEUE = "priority"
 #: Highest message priority RabbitMQ is asked to order (sluice publishes 3..9, BATCH 0).
 MAX_PRIORITY = 10
-
-
-def is_amqp(broker_url: str) -> bool:
-    """Whether ``broker_url`` is a RabbitMQ (AMQP 0-9-1) broker."""
-    return broker_url.startswith(AMQP_SCHEMES)
-
-
-def physical_queue(queue: str, broker_url: str) -> str:
-    """The broker queue that carries the messages of sluice queue ``queue``."""
-    if is_amqp(broker_url) and queue in PRIORITY_QUEUES:
-        return AMQP_PRIORITY_QUEUE
-    return queue
 
 
 def broker_queues(broker_url: str) -> tuple[str, ...]:

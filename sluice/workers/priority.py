@@ -6,6 +6,7 @@ and prefetch 1, so a worker always takes from the most urgent non-empty queue fi
 
 from __future__ import annotations
 
+import functools
 from enum import IntEnum
 
 from sluice.errors import InvalidInput
@@ -24,7 +25,7 @@ class Priority(IntEnum):
     @property
     def queue(self) -> str:
         """The Celery queue that carries tasks of this priority."""
-        return self.name.lower()
+        return _QUEUES[self]
 
     @classmethod
     def parse(cls, value: Priority | str | int) -> Priority:
@@ -45,10 +46,27 @@ class Priority(IntEnum):
         raise InvalidInput(f"unknown priority {value!r}; use one of {names}")
 
 
+_QUEUES = {level: level.name.lower() for level in Priority}
 #: Queues in the order a priority worker drains them (most urgent first).
 PRIORITY_QUEUES: tuple[str, ...] = ("critical", "high", "normal", "low")
 #: Every queue sluice declares.
 ALL_QUEUES: tuple[str, ...] = (*PRIORITY_QUEUES, "batch")
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+#: The one RabbitMQ queue that carries CRITICAL, HIGH, NORMAL and LOW (by message priority);
+#: why, in :mod:`sluice.workers.brokers`.
+AMQP_PRIORITY_QUEUE = "priority"
+
+
+def is_amqp(broker_url: str) -> bool:
+    """Whether ``broker_url`` is a RabbitMQ (AMQP 0-9-1) broker."""
+    return broker_url.startswith(AMQP_SCHEMES)
+
+
+def physical_queue(queue: str, broker_url: str) -> str:
+    """The broker queue that carries the messages of sluice queue ``queue``."""
+    if is_amqp(broker_url) and queue in PRIORITY_QUEUES:
+        return AMQP_PRIORITY_QUEUE
+    return queue
 
 
 def broker_priority(level: Priority) -> int:
@@ -70,8 +88,18 @@ def route(priority: Priority | str | int) -> dict[str, object]:
 
     On RabbitMQ the four priority levels share one queue (see :mod:`sluice.workers.brokers`).
     """
-    from sluice.workers.brokers import physical_queue
-
     level = Priority.parse(priority)
-    queue = physical_queue(level.queue, get_settings().broker_url)
-    return {"queue": queue, "priority": broker_priority(level)}
+    return dict(_routes(get_settings().broker_url)[level])
+
+
+@functools.cache
+def _routes(broker_url: str) -> dict[Priority, dict[str, object]]:
+    # Worked out once per broker: route() is on the path of every submission.
+    # On RabbitMQ the four priority levels share one queue (see sluice.workers.brokers).
+    return {
+        level: {
+            "queue": physical_queue(level.queue, broker_url),
+            "priority": broker_priority(level),
+        }
+        for level in Priority
+    }

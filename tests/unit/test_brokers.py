@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sluice.errors import BackendUnavailable
-from sluice.workers import PRIORITY_QUEUES, Priority, route
+from sluice.workers import Priority, route
 from sluice.workers.brokers import (
     AMQP_PRIORITY_QUEUE,
     broker_queues,
@@ -17,6 +17,7 @@ from sluice.workers.brokers import (
     declared_queues,
     physical_queue,
 )
+from sluice.workers.priority import PRIORITY_QUEUES
 from tests.conftest import ROOT, service_env
 from tests.worker_fixtures import settings_env
 

@@ -24,10 +24,12 @@ REQUIRED_ALERTS = GUIDE_ALERTS | {
     "RateLimiterSaturated",
     "CDNPurgeFailures",
     "QueueOldestMessageTooOld",
+    "AIBudgetNearlySpent",
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "rate", "increase", "delta", "histogram_quantile", "by", "without", "and",
-    "or", "le", "instance", "queue", "event", "table", "handler", "source", "printf",
+    "or", "le", "instance", "queue", "event", "table", "handler", "source", "printf", "model",
+    "reason",
 }  # fmt: skip
 
 
