@@ -26,13 +26,14 @@ from sluice.workers.ratelimit import get_rate_limit
 MICROBATCH = "sluice.microbatch"
 
 
-def check_payload(payload: Any, meta: Any = None) -> None:
-    """Raise :class:`InvalidInput` unless ``payload`` (and ``meta``, when given) is a JSON object
-    every hop carries unchanged, within the size limit (see :mod:`sluice.workers.payload`)."""
+def check_payload(payload: Any, headers: Any = None) -> None:
+    """Raise :class:`InvalidInput` unless ``payload`` (and the caller's message ``headers``, when
+    given) is a JSON object every hop carries unchanged, within the size limit (see
+    :mod:`sluice.workers.payload`)."""
     limit = get_settings().max_payload_bytes
     check_json_object(payload, "payload", limit)
-    if meta is not None:
-        check_json_object(meta, "meta", limit)
+    if headers is not None:
+        check_json_object(headers, "headers", limit)
 
 
 def check_countdown(countdown: Any) -> None:

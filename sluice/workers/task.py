@@ -126,7 +126,12 @@ class SluiceTask(Task):
         re-publish of a message already accepted only re-routes it. With
         ``ASYNC_PROCESSING_ENABLED=false`` the task runs here, with the same rules.
         """
-        headers = dict(options.pop("headers", None) or {})
+        given = options.pop("headers", None)
+        if given is not None and not isinstance(given, dict):
+            raise InvalidInput(
+                f"headers must be a dict (a JSON object), got {type(given).__name__}"
+            )
+        headers = dict(given or {})
         if options.get("retries"):  # a retry of an accepted message: its priority is in headers
             level = Priority.parse(headers.get(hdr.PRIORITY, int(self.level)))
         else:
@@ -147,7 +152,7 @@ class SluiceTask(Task):
         if hdr.PRIORITY in headers and priority is None:
             priority = headers[hdr.PRIORITY]
         level = self.level if priority is None else Priority.parse(priority)
-        check_payload(self.payload_of(args, kwargs))
+        check_payload(self.payload_of(args, kwargs), headers or None)
         check_countdown(options.get("countdown"))
         check_rate_limit(self.global_rate_limit)
         stats.record("submitted", level.queue, self.label)

@@ -106,7 +106,7 @@ def test_one_parser_and_one_jitter_formula_in_the_code_base() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "sluice"
-    users = {"ai/openai.py", "cdn/providers.py", "workers/tasks.py"}
+    users = {"ai/openai.py", "cdn/providers.py", "workers/task.py"}
     for relative in users:
         text = (root / relative).read_text()
         assert "sluice.retrying import" in text, relative
