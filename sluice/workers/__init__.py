@@ -8,8 +8,9 @@ loaded on first use (PEP 562), so importing one light submodule (``sluice.worker
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sluice.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from sluice.workers.batching import BatchResult, submit_batch
@@ -79,10 +80,4 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as docs/architecture.md presen
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)
