@@ -67,7 +67,8 @@ class Generations:
             with self._refreshing:
                 if time.monotonic() - self._read_at >= GENERATION_REFRESH:
                     self._refresh()
-        return self._key_in(content_type, key)
+        suffixes = self._suffixes  # _key_in, inlined: every lookup's path
+        return None if suffixes is None else key + suffixes[content_type]
 
     def _key_in(self, content_type: str, key: str) -> str | None:
         suffixes = self._suffixes

@@ -31,6 +31,9 @@ class L1MemoryCache:
 
     def get(self, key: str) -> Any:
         """The value, or :data:`MISSING` when absent or expired."""
+        if key not in self._data:
+            # A miss needs no lock (a dict lookup is atomic): every L2 read starts with one.
+            return MISSING
         with self._lock:
             item = self._data.get(key)
             if item is None:
