@@ -38,12 +38,12 @@ class CacheStats:
     def hit(self, content_type: str, tier: str, cost: float) -> None:
         """One hit in ``tier`` (``l1_hits`` or ``l2_hits``) that saved a call costing ``cost``."""
         hits, saved = self._hit_fields[content_type, tier]
-        self.counters.add((hits, 1), (saved, round(cost * 1e6)))
+        self.counters.add_two(hits, 1, saved, round(cost * 1e6))
 
     def miss(self, content_type: str) -> None:
         fields = self._fields
-        self.counters.add(
-            (fields[content_type, "l2_misses"], 1), (fields[content_type, "misses"], 1)
+        self.counters.add_two(
+            fields[content_type, "l2_misses"], 1, fields[content_type, "misses"], 1
         )
 
     def flush(self) -> None:
