@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class DiskStore(Store):
         # thereby touches) SQLite handles it inherited across fork.
         self._inherited: list[diskcache.Cache] = []
         self._pid = os.getpid()
+        self._local = threading.local()
         with self._guard():
             self._opened = self._open()
 
@@ -138,6 +140,20 @@ class DiskStore(Store):
             self._opened = self._open()
             self._pid = os.getpid()
         return self._opened
+
+    def _execute(self) -> Callable[..., sqlite3.Cursor]:
+        """This thread's SQLite ``execute``, as diskcache's own operations use it.
+
+        diskcache finds it through two properties and a process check per statement; the hot
+        paths look it up once per thread and cache (a reopened cache, after a fork, is new).
+        """
+        local = self._local
+        cache = self._cache
+        if getattr(local, "cache", None) is not cache:
+            local.execute = cache._sql
+            local.cache = cache
+        execute: Callable[..., sqlite3.Cursor] = local.execute
+        return execute
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -209,7 +225,7 @@ class DiskStore(Store):
         """See :meth:`Store.get_encoded`."""
         full = self._key(key)
         try:
-            rows = self._cache._sql(_SELECT_VALUE, (full, time.time())).fetchall()
+            rows = self._execute()(_SELECT_VALUE, (full, time.time())).fetchall()
         except _BACKEND_ERRORS as exc:
             raise self._unavailable(exc) from None
         if not rows:
@@ -241,7 +257,7 @@ class DiskStore(Store):
             now = time.time()
             expire = None if ttl is None else now + ttl
             try:
-                cursor = cache._sql(_UPDATE_VALUE, (now, expire, now, MODE_RAW, data, full))
+                cursor = self._execute()(_UPDATE_VALUE, (now, expire, now, MODE_RAW, data, full))
             except _BACKEND_ERRORS as exc:
                 raise self._unavailable(exc) from None
             if cursor.rowcount == 1:
