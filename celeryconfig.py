@@ -19,6 +19,11 @@ MAX_COUNTDOWN_SECONDS = _settings.max_countdown
 
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
+if result_backend.startswith(("redis://", "rediss://")):
+    from sluice.workers.backend import SCHEME_PREFIX
+
+    # Celery's Redis backend without a SUBSCRIBE per published sluice task (they are polled).
+    result_backend = SCHEME_PREFIX + result_backend
 result_extended = True
 result_expires = 24 * 3600
 broker_connection_retry_on_startup = True
@@ -38,6 +43,9 @@ event_serializer = "json"
 # A message that bypassed submit_task and cannot be decoded (nested too deeply for the pool to pickle,
 # not JSON) is dead-lettered raw by this consumer, never dropped, never fatal to the worker.
 worker_consumer = "sluice.workers.poison:PoisonSafeConsumer"
+
+# ASYNC_PROCESSING_ENABLED=false: every task, group and chord runs in the calling process.
+task_always_eager = not _settings.async_processing_enabled
 
 # A task is acknowledged after it ran, and redelivered if its worker dies mid-task.
 task_acks_late = True

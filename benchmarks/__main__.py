@@ -34,6 +34,7 @@ SECTIONS = [
     ("cdn", "benchmarks.bench_cdn"),
     ("workers", "benchmarks.bench_workers"),
     ("workload", "benchmarks.bench_workload"),
+    ("admission", "benchmarks.bench_admission"),
 ]
 NOTES = [
     "cli: `sluice --help` and a warm `sluice analyze examples/` on embedded defaults, each a fresh "
@@ -52,6 +53,9 @@ NOTES = [
     "processes (priority pool -c 2, batch pool -c 2 --prefetch-multiplier 64), broker and results on "
     "Redis, store on another Redis database, application database on PostgreSQL; the local "
     "(offline) AI provider; tasks counted by the workers' `inspect stats`.",
+    "admission: four `celery -A sluice worker -P threads -c 8` processes on Redis against the "
+    "fake OpenAI-compatible provider (tests/fake_openai.py) enforcing a TPM cap per model; quick "
+    "mode shortens the limit window to 5 s (SLUICE_AI_LIMIT_WINDOW), full mode uses real minutes.",
 ]
 
 

@@ -5,9 +5,10 @@
 The Redis database given is the broker and result backend and is FLUSHED between sections; the shared
 store uses the same database under a private key prefix. Worker processes are real
 ``celery -A sluice worker`` subprocesses importing this module (``SLUICE_HANDLER_MODULES``), so the
-sluice handlers and the raw anchor tasks below exist on both sides. One priority worker serves every
-priority section (its consumers are cancelled while a backlog is queued, then added back in priority
-order), one batch worker the batching section, and a second priority worker joins for the rate limit.
+sluice handlers and the raw anchor tasks below exist on both sides. Submit and throughput alternate
+sluice and raw rounds and report each side's median. One priority worker serves every priority
+section (its consumers are cancelled while a backlog is queued, then added back in priority order),
+one batch worker the batching section, and a second priority worker joins for the rate limit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if __name__ == "__main__":  # settings are read once: set them before sluice is 
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -185,15 +187,33 @@ def drained_throughput(url: str, worker: Worker, n: int, submit: Callable[[int],
 # -- the measurements --------------------------------------------------------------------------
 
 
-def bench_submit(url: str, n: int) -> tuple[float, float]:
+def alternating(
+    rounds: int, sluice: Callable[[], float], raw: Callable[[], float]
+) -> tuple[float, float]:
+    """Median rate of each side over ``rounds`` alternating rounds (a shared machine's load drifts)."""
+    pairs = [(sluice(), raw()) for _ in range(rounds)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+
+def bench_submit(url: str, n: int, rounds: int) -> tuple[float, float]:
     flush(url)
     submit_task("bench_noop", {"i": -1})
     raw_noop.apply_async(({"i": -1},), queue="normal")
-    sluice = n / timed(lambda: [submit_task("bench_noop", {"i": i}) for i in range(n)])
-    flush(url)
-    raw = n / timed(lambda: [raw_noop.apply_async(({"i": i},), queue="normal") for i in range(n)])
-    flush(url)
-    return sluice, raw
+
+    def sluice() -> float:
+        flush(url)
+        return n / timed(lambda: [submit_task("bench_noop", {"i": i}) for i in range(n)])
+
+    def raw() -> float:
+        flush(url)
+        return n / timed(
+            lambda: [raw_noop.apply_async(({"i": i},), queue="normal") for i in range(n)]
+        )
+
+    try:
+        return alternating(rounds, sluice, raw)
+    finally:
+        flush(url)
 
 
 def bench_submit_batch(url: str, n: int) -> tuple[float, float]:
@@ -208,12 +228,14 @@ def bench_submit_batch(url: str, n: int) -> tuple[float, float]:
     return sluice, raw
 
 
-def bench_throughput(url: str, worker: Worker, n: int) -> tuple[float, float]:
-    sluice = drained_throughput(url, worker, n, lambda i: submit_task("bench_noop", {"i": i}))
-    raw = drained_throughput(
-        url, worker, n, lambda i: raw_noop.apply_async(({"i": i},), queue="normal")
+def bench_throughput(url: str, worker: Worker, n: int, rounds: int) -> tuple[float, float]:
+    return alternating(
+        rounds,
+        lambda: drained_throughput(url, worker, n, lambda i: submit_task("bench_noop", {"i": i})),
+        lambda: drained_throughput(
+            url, worker, n, lambda i: raw_noop.apply_async(({"i": i},), queue="normal")
+        ),
     )
-    return sluice, raw
 
 
 def bench_batching(url: str, batched: int, single: int) -> tuple[float, float]:
@@ -273,10 +295,11 @@ def run(quick: bool = False, url: str | None = None) -> list[Measurement]:
 
     workers: list[Worker] = []
     try:
+        rounds = 3 if quick else 5
         n = 1000 if quick else 5000
-        s, r = bench_submit(url, n)
-        row(f"submit x{n}", s, "tasks/s", ">= 0.8x anchor (issue); > 1,000/s (guide)",
-            "raw apply_async", r, s / r, s / r >= 0.8 and s > 1000)  # fmt: skip
+        s, r = bench_submit(url, n // rounds, rounds)
+        row(f"submit x{n}", s, "tasks/s", ">= 1.0x anchor (issue); > 1,000/s (guide)",
+            "raw apply_async", r, s / r, s / r >= 1.0 and s > 1000)  # fmt: skip
 
         n = 2000 if quick else 10_000
         s_t, r_t = bench_submit_batch(url, n)
@@ -288,9 +311,9 @@ def run(quick: bool = False, url: str | None = None) -> list[Measurement]:
         workers += start([priority, batch])
 
         n = 400 if quick else 3000
-        s, r = bench_throughput(url, priority, n)
-        row(f"worker throughput, no-op x{n} (prefork -c 2)", s, "tasks/s", ">= 0.8x (issue)",
-            "raw Celery task, same pool", r, s / r, s / r >= 0.8)  # fmt: skip
+        s, r = bench_throughput(url, priority, n // rounds, rounds)
+        row(f"worker throughput, no-op x{n} (prefork -c 2)", s, "tasks/s", ">= 1.0x (issue)",
+            "raw Celery task, same pool", r, s / r, s / r >= 1.0)  # fmt: skip
 
         b, single = (500, 100) if quick else (3000, 400)
         s, r = bench_batching(url, b, single)

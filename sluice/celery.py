@@ -1,14 +1,16 @@
 """The Celery application: ``celery -A sluice worker|beat|flower|inspect`` find ``app`` here.
 
 Configuration comes from the top-level :mod:`celeryconfig` module, itself derived from
-:mod:`sluice.settings`. Task modules are listed in ``include`` so every worker process knows them.
+:mod:`sluice.settings`. It is named, not imported: the policy sits above the packages whose queues
+and schedules it names (which import this app), so no import edge points up from here. Task
+modules are listed in ``include`` (the main job's handlers among them) so every worker process
+knows them.
 """
 
 from __future__ import annotations
 
 from celery import Celery
 
-import celeryconfig
 from sluice.settings import get_settings
 
 TASK_MODULES = [
@@ -31,6 +33,8 @@ def _prepare_embedded_dirs() -> None:
 _prepare_embedded_dirs()
 
 app = Celery("sluice", include=TASK_MODULES)
-app.config_from_object(celeryconfig)
+# Loaded now (force), not at the first use of the configuration: that can be in several threads
+# at once (the health checks), each then importing the packages the policy names.
+app.config_from_object("celeryconfig", force=True)
 
 __all__ = ["app"]

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sluice.errors import ConfigurationError
+from sluice.pricing import DEFAULT_PRICES
 from sluice.redaction import redact
 
 T = TypeVar("T")
@@ -48,7 +49,26 @@ BROKER_SCHEMES = {
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg"}
 AI_PROVIDERS = {"local", "openai"}
+#: Providers that call a hosted API, and so can be given limits in SLUICE_AI_LIMITS.
+LIMITED_AI_PROVIDERS = {"openai"}
 CODECS = {"json", "msgpack"}
+
+
+@dataclass(frozen=True)
+class AILimit:
+    """One provider and model's limits from ``SLUICE_AI_LIMITS`` (None: not limited).
+
+    :ivar rpm: requests per minute; :ivar tpm: tokens per minute (prompt + ``max_tokens``);
+    :ivar usd_per_day: spending budget per UTC day; :ivar reserve: the share of each limit only
+    HIGH and CRITICAL work may use (0 <= reserve < 1).
+    """
+
+    provider: str
+    model: str
+    rpm: float | None = None
+    tpm: float | None = None
+    usd_per_day: float | None = None
+    reserve: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,12 @@ class Settings:
     ai_embedding_model: str = "text-embedding-3-small"
     ai_timeout: float = 60.0
     ai_max_retries: int = 4
+    ai_limits: tuple[AILimit, ...] = ()
+    #: The sliding window rpm and tpm count over; 60 s means what the names say (tests shorten it).
+    ai_limit_window: float = 60.0
+    #: The price table (``SLUICE_CACHE_PRICES`` over the defaults) as ``(model, (prompt, completion))``
+    #: USD per 1K tokens; a tuple so settings stay hashable (see :attr:`prices`).
+    ai_prices: tuple[tuple[str, tuple[float, float]], ...] = tuple(DEFAULT_PRICES.items())
     max_file_bytes: int = 1_048_576
     worker_concurrency: int = 2
     task_timeout: float = 600.0
@@ -99,6 +125,11 @@ class Settings:
     def embedded_broker(self) -> bool:
         """True when the broker needs no server (the command starts its own worker)."""
         return self.broker_url.startswith(("filesystem://", "memory://"))
+
+    @property
+    def prices(self) -> dict[str, tuple[float, float]]:
+        """USD per 1K prompt and completion tokens, by model."""
+        return dict(self.ai_prices)
 
     @property
     def broker_dir(self) -> Path:
@@ -169,6 +200,69 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: set[str
 
 #: The same function as :func:`sluice.redaction.redact`, under the name ``sluice config`` uses.
 redact_url = redact
+
+
+_LIMIT_KEYS = {"rpm", "tpm", "usd_per_day", "reserve"}
+
+
+def parse_ai_limits(raw: str, prices: Mapping[str, object]) -> tuple[AILimit, ...]:
+    """``SLUICE_AI_LIMITS``: ``provider:model=key:value,...`` entries separated by ``;``.
+
+    Keys are ``rpm``, ``tpm``, ``usd_per_day`` (each > 0) and ``reserve`` (0 <= share < 1). The
+    model must be in the price table (``prices``), which the budget needs. Raises one
+    :class:`ConfigurationError` naming the first bad part and what would be valid.
+    """
+    limits: dict[tuple[str, str], AILimit] = {}
+    example = "openai:gpt-4o-mini=rpm:500,tpm:200000,usd_per_day:50,reserve:0.2"
+    for entry in filter(None, (part.strip() for part in raw.split(";"))):
+        target, equals, spec = entry.partition("=")
+        provider, colon, model = (x.strip() for x in target.partition(":"))
+        if not equals or not colon or not provider or not model or not spec.strip():
+            raise ConfigurationError(f"SLUICE_AI_LIMITS entry {entry!r} must look like {example!r}")
+        if provider not in LIMITED_AI_PROVIDERS:
+            raise ConfigurationError(
+                f"SLUICE_AI_LIMITS: unknown provider {provider!r} in {entry!r}; limits apply to: "
+                f"{', '.join(sorted(LIMITED_AI_PROVIDERS))}"
+            )
+        if model not in prices:
+            raise ConfigurationError(
+                f"SLUICE_AI_LIMITS: unknown model {model!r} in {entry!r}; known models: "
+                f"{', '.join(sorted(prices))} (add its price to SLUICE_CACHE_PRICES)"
+            )
+        if (provider, model) in limits:
+            raise ConfigurationError(f"SLUICE_AI_LIMITS: {provider}:{model} is limited twice")
+        values: dict[str, float] = {}
+        for item in (p.strip() for p in spec.split(",")):
+            key, _, number = (x.strip() for x in item.partition(":"))
+            if key not in _LIMIT_KEYS:
+                raise ConfigurationError(
+                    f"SLUICE_AI_LIMITS: unknown limit {key!r} in {entry!r}; use "
+                    f"{', '.join(sorted(_LIMIT_KEYS))}"
+                )
+            if key in values:
+                raise ConfigurationError(f"SLUICE_AI_LIMITS: {key} is given twice in {entry!r}")
+            values[key] = _limit_value(entry, key, number)
+        limits[(provider, model)] = AILimit(provider, model, **values)
+    return tuple(limits.values())
+
+
+def _limit_value(entry: str, key: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if key == "reserve":
+        if not 0 <= value < 1:
+            raise ConfigurationError(
+                f"SLUICE_AI_LIMITS: reserve:{raw} in {entry!r} must be a share in [0, 1), "
+                "e.g. reserve:0.2"
+            )
+    elif not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(
+            f"SLUICE_AI_LIMITS: {key}:{raw} in {entry!r} must be a number > 0 "
+            "(leave the key out for no limit)"
+        )
+    return value
 
 
 def _environment(env: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -551,6 +645,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"SLUICE_MAX_COUNTDOWN={max_countdown:g}"
         )
     cdn_compression_enabled = env_flag(env, "CDN_COMPRESSION_ENABLED", True)
+    prices = {**DEFAULT_PRICES, **load_cache_options(env).get("prices", {})}
     ai_model_default = "sluice-local-1"
     provider = env_choice(env, "SLUICE_AI_PROVIDER", "local", AI_PROVIDERS)
     if provider == "openai":
@@ -575,6 +670,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ai_embedding_model=env_str(env, "SLUICE_AI_EMBEDDING_MODEL", "text-embedding-3-small"),
         ai_timeout=env_number(env, "SLUICE_AI_TIMEOUT", 60.0, float, 0.001),
         ai_max_retries=env_number(env, "SLUICE_AI_MAX_RETRIES", 4, int, 0),
+        ai_limits=parse_ai_limits(env.get("SLUICE_AI_LIMITS", ""), prices),
+        ai_prices=tuple(prices.items()),
+        ai_limit_window=env_number(env, "SLUICE_AI_LIMIT_WINDOW", 60.0, float, 0.1),
         max_file_bytes=env_number(env, "SLUICE_MAX_FILE_BYTES", 1_048_576, int, 1),
         worker_concurrency=env_number(env, "SLUICE_WORKER_CONCURRENCY", 2, int, 1),
         task_timeout=env_number(env, "SLUICE_TASK_TIMEOUT", 600.0, float, 1),

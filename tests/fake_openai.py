@@ -2,13 +2,22 @@
 
 The hosted LLM cannot run here, so tests that exercise the OpenAI-compatible provider (directly, or
 through workers in other processes) talk to this instead.
+
+Like the real API it counts tokens and enforces limits per model when given them
+(:attr:`FakeOpenAI.tpm`, :attr:`FakeOpenAI.rpm`): prompt tokens are counted with OpenAI's
+tokenizer (``bpe-openai``), the answer takes ``min(max_tokens, completion_tokens)`` tokens, and a
+request that would take the last :attr:`FakeOpenAI.window` seconds' tokens or requests past a limit
+is answered 429 with ``Retry-After`` (whole seconds until enough of the window frees) and counted
+in :attr:`FakeOpenAI.rejected`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +48,9 @@ class Recorded:
     at: float
     path: str
     body: dict[str, Any]
+    #: The reply's status and reported usage, set once it is chosen (0 and None until then).
+    status: int = 0
+    usage: dict[str, int] | None = None
 
 
 class FakeOpenAI(ThreadingHTTPServer):
@@ -54,13 +66,63 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.chat_content: str = json.dumps(FINDINGS)
         #: Seconds every default reply takes, like a real model's latency.
         self.latency = 0.0
+        #: Limits per 60 s sliding window (None: unlimited), and what the window holds.
+        self.tpm: int | None = None
+        self.rpm: int | None = None
+        self.window = 60.0
+        #: Tokens an answer takes when ``max_tokens`` allows (with limits set).
+        self.completion_tokens = 50
+        self.rejected = 0
+        #: Per model, like OpenAI: ``(arrival, tokens)`` of the calls in the window.
+        self.used: dict[str, deque[tuple[float, int]]] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def limited(self) -> bool:
+        return self.tpm is not None or self.rpm is not None
+
+    def admit(self, path: str, body: dict[str, Any]) -> tuple[Reply | None, dict[str, int]]:
+        """Count the request against the limits: ``(429 reply or None, its usage)``."""
+        prompt, completion = _usage_of(path, body, self.completion_tokens)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        now = time.monotonic()
+        with self.lock:
+            used = self.used.setdefault(str(body.get("model")), deque())
+            while used and used[0][0] + self.window <= now:
+                used.popleft()
+            tokens = sum(amount for _, amount in used)
+            over_tokens = self.tpm is not None and tokens + prompt + completion > self.tpm
+            over_requests = self.rpm is not None and len(used) + 1 > self.rpm
+            if not (over_tokens or over_requests):
+                used.append((now, prompt + completion))
+                return None, usage
+            self.rejected += 1
+            # Retry-After: when enough of the window will have expired for this request to fit.
+            need_tokens = tokens + prompt + completion - (self.tpm or 0) if over_tokens else 0
+            need_requests = len(used) + 1 - (self.rpm or 0) if over_requests else 0
+            freed_tokens, freed_requests, wait = 0, 0, self.window
+            for at, amount in used:
+                freed_tokens, freed_requests = freed_tokens + amount, freed_requests + 1
+                if freed_tokens >= need_tokens and freed_requests >= need_requests:
+                    wait = at + self.window - now
+                    break
+        kind = "tokens" if over_tokens else "requests"
+        message = f"Rate limit reached for {body.get('model')} on {kind} per min"
+        headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+        return Reply(429, {"error": {"message": message, "type": kind}}, headers), usage
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
-    def default_reply(self, path: str, body: dict[str, Any]) -> Reply:
-        usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+    def default_reply(
+        self, path: str, body: dict[str, Any], usage: dict[str, int] | None = None
+    ) -> Reply:
+        usage = usage or {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
         if path == "/v1/chat/completions":
             return Reply(
                 body={
@@ -91,16 +153,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
-        self.server.requests.append(Recorded(time.monotonic(), self.path, body))
+        recorded = Recorded(time.monotonic(), self.path, body)
+        self.server.requests.append(recorded)
         auth = self.headers.get("Authorization", "")
         if auth != f"Bearer {KEY}":
             # Like OpenAI, echo the rejected key: the client must redact it.
             reply = Reply(401, {"error": {"message": f"Incorrect API key provided: {auth[7:]}"}})
         elif self.server.script:
             reply = self.server.script.pop(0)
+        elif self.server.limited:
+            refused, usage = self.server.admit(self.path, body)
+            reply = refused or self.server.default_reply(self.path, body, usage)
+            reply.delay = 0.0 if refused else self.server.latency
         else:
             reply = self.server.default_reply(self.path, body)
             reply.delay = self.server.latency
+        recorded.status = reply.status
+        if isinstance(reply.body, dict) and isinstance(reply.body.get("usage"), dict):
+            recorded.usage = reply.body["usage"]
         time.sleep(reply.delay)
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         try:
@@ -115,6 +185,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def _usage_of(path: str, body: dict[str, Any], completion_tokens: int) -> tuple[int, int]:
+    """Prompt and answer tokens as OpenAI counts them: 4 per message (plus its role and content
+    tokens) and 3 to prime the reply; an embedding is its inputs' tokens and answers nothing."""
+    import bpe_openai
+
+    try:
+        name = bpe_openai.encoding_name_for_model(body.get("model", ""))
+    except KeyError:
+        name = "o200k_base"
+    encoding = bpe_openai.get_encoding(name)
+
+    def count(text: object) -> int:
+        return len(encoding.encode_ordinary(text if isinstance(text, str) else ""))
+
+    if path.endswith("/embeddings"):
+        inputs = body.get("input", [])
+        return sum(count(t) for t in ([inputs] if isinstance(inputs, str) else inputs)), 0
+    messages = body.get("messages", [])
+    prompt = 3 + sum(4 + count(m.get("role")) + count(m.get("content")) for m in messages)
+    limit = body.get("max_tokens") or completion_tokens
+    return prompt, min(int(limit), completion_tokens)
 
 
 @contextmanager

@@ -7,16 +7,20 @@ store from it, as separate worker processes do in production.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sluice.errors import BackendUnavailable, CodecError, InvalidInput
-from sluice.store import Codec, DiskStore, RedisStore, Store
+from sluice.store import Codec, DiskStore, Quota, RedisStore, Store
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,63 @@ def _bucket_worker(spec: StoreSpec, workers: int, attempts: int) -> int:
     granted = sum(
         store.take_token("mp-bucket", rate=0.001, burst=50).granted for _ in range(attempts)
     )
+    store.close()
+    return granted
+
+
+#: Random ledger operations: (op, reservation number, tokens, cost, urgent).
+QUOTA_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["reserve", "reserve", "reserve", "settle", "release"]),
+        st.integers(0, 7),
+        st.integers(0, 60),
+        st.sampled_from([0.0, 0.1, 0.25]),
+        st.booleans(),
+    ),
+    max_size=30,
+)
+PROPERTY_QUOTA = Quota(requests=6, tokens=150, cost_per_day=1.0, window=60)
+
+
+def apply_quota_ops(
+    store: Store, key: str, ops: list[tuple[str, int, int, float, bool]]
+) -> list[Any]:
+    """Run ``ops`` on ledger ``key``; return ``(op, outcome, state after it)`` for each."""
+    outcomes: list[Any] = []
+    for op, number, tokens, cost, urgent in ops:
+        rid = f"r{number}"
+        outcome: Any = None
+        if op == "reserve":
+            grant = store.reserve_quota(
+                key, rid, PROPERTY_QUOTA, tokens=tokens, cost=cost, share=1.0 if urgent else 0.8
+            )
+            outcome = (grant.granted, grant.reason)
+        elif op == "settle":
+            store.settle_quota(key, rid, PROPERTY_QUOTA, tokens=tokens // 2, cost=cost / 2)
+        else:
+            outcome = store.release_quota(key, rid, PROPERTY_QUOTA)
+        state = store.quota_state(key, PROPERTY_QUOTA)
+        totals = (
+            state.requests,
+            state.tokens,
+            round(state.cost_spent, 9),
+            round(state.cost_pending, 9),
+        )
+        outcomes.append((op, outcome, totals))
+    return outcomes
+
+
+#: A ledger 4 processes race on: the day's cost cap (10 requests of 1.0) binds first.
+MP_QUOTA = Quota(requests=1000, tokens=1000, cost_per_day=10.0, window=60)
+
+
+def _quota_worker(spec: StoreSpec, workers: int, attempts: int) -> int:
+    store = spec.build()
+    _start_together(store, workers)
+    granted = 0
+    for n in range(attempts):
+        grant = store.reserve_quota("mp-quota", f"{os.getpid()}-{n}", MP_QUOTA, tokens=7, cost=1.0)
+        granted += grant.granted
     store.close()
     return granted
 
@@ -318,6 +379,152 @@ class StoreContract:
         with pytest.raises(InvalidInput):
             store.take_token("b", rate=rate, burst=burst, tokens=tokens)
 
+    # -- quota ledgers --------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("quota", "tokens", "cost", "admitted", "reason"),
+        [
+            (Quota(requests=3), 1, 0, 3, "requests"),
+            (Quota(tokens=100), 30, 0, 3, "tokens"),
+            (Quota(cost_per_day=1.0), 1, 0.3, 3, "cost"),
+            (Quota(requests=2, tokens=100, cost_per_day=1.0), 30, 0.3, 2, "requests"),
+            (Quota(requests=5, tokens=50, cost_per_day=1.0), 30, 0.3, 1, "tokens"),
+        ],
+    )
+    def test_quota_admits_up_to_each_cap_then_refuses_with_the_reason(
+        self, store: Store, quota: Quota, tokens: float, cost: float, admitted: int, reason: str
+    ) -> None:
+        grants = [
+            store.reserve_quota("q", f"r{n}", quota, tokens=tokens, cost=cost)
+            for n in range(admitted + 1)
+        ]
+        assert [g.granted for g in grants] == [True] * admitted + [False]
+        refused = grants[-1]
+        assert refused.reason == reason and refused.wait_seconds > 0
+        state = store.quota_state("q", quota)
+        assert state.requests == admitted  # a refusal records nothing
+        assert state.tokens == pytest.approx(admitted * tokens)
+        assert state.cost_pending == pytest.approx(admitted * cost) and state.cost_spent == 0
+
+    def test_quota_settle_gives_back_the_difference_and_spends_the_cost(self, store: Store) -> None:
+        quota = Quota(tokens=100, cost_per_day=1.0)
+        assert store.reserve_quota("q", "a", quota, tokens=80, cost=0.8).granted
+        assert not store.reserve_quota("q", "b", quota, tokens=30, cost=0.1).granted
+        store.settle_quota("q", "a", quota, tokens=20, cost=0.25)
+        state = store.quota_state("q", quota)
+        assert (state.tokens, state.cost_pending) == (20, 0)
+        assert state.cost_spent == pytest.approx(0.25)
+        assert store.reserve_quota("q", "b", quota, tokens=30, cost=0.1).granted
+        # A budget spent beyond reach waits for the next UTC day, not for a window.
+        refused = store.reserve_quota("q", "c", quota, tokens=1, cost=0.7)
+        assert refused.reason == "cost"
+        assert 0 < refused.wait_seconds <= 86400
+
+    def test_quota_release_returns_everything_once(self, store: Store) -> None:
+        quota = Quota(requests=1, tokens=10)
+        assert store.reserve_quota("q", "a", quota, tokens=10, cost=0).granted
+        assert store.release_quota("q", "a", quota)
+        assert not store.release_quota("q", "a", quota)
+        assert store.quota_state("q", quota).requests == 0
+        assert store.reserve_quota("q", "b", quota, tokens=10, cost=0).granted
+
+    def test_quota_share_keeps_headroom_that_only_a_full_share_may_use(self, store: Store) -> None:
+        quota = Quota(tokens=100)
+        # Urgent work first: it does not eat into what restricted work may use...
+        assert store.reserve_quota("q", "u1", quota, tokens=10, cost=0, share=1.0).granted
+        low = [
+            store.reserve_quota("q", f"l{n}", quota, tokens=20, cost=0, share=0.8) for n in range(5)
+        ]
+        assert [g.granted for g in low] == [True] * 4 + [False]
+        assert low[-1].reason == "tokens" and low[-1].wait_seconds > 0
+        # ...and the rest of the limit is still there for it, but no more.
+        assert store.reserve_quota("q", "u2", quota, tokens=10, cost=0, share=1.0).granted
+        assert not store.reserve_quota("q", "u3", quota, tokens=1, cost=0, share=1.0).granted
+        # With room in the limit, restricted work may still grow back only to its share.
+        assert store.release_quota("q", "l0", quota) and store.release_quota("q", "u2", quota)
+        assert not store.reserve_quota("q", "l5", quota, tokens=21, cost=0, share=0.8).granted
+        assert store.reserve_quota("q", "l5", quota, tokens=20, cost=0, share=0.8).granted
+        assert store.quota_state("q", quota).tokens == 90
+
+    def test_quota_spaces_out_the_callers_it_refuses(self, store: Store) -> None:
+        quota = Quota(tokens=100, window=60)
+        assert store.reserve_quota("q", "full", quota, tokens=100, cost=0).granted
+        waits = [
+            store.reserve_quota("q", f"w{n}", quota, tokens=10, cost=0).wait_seconds
+            for n in range(4)
+        ]
+        # Each next waiter comes back one request's share of the window (10/100 of 60 s) later.
+        assert waits[0] == pytest.approx(60, abs=0.5)
+        for earlier, later in itertools.pairwise(waits):
+            assert later - earlier == pytest.approx(6.0, abs=0.5)
+
+    # Each backend's subclass runs this test: a different executor on purpose.
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(ops=QUOTA_OPS)
+    def test_quota_never_grants_past_a_cap(self, store: Store, ops: list[Any]) -> None:
+        # (Settling a call nobody reserved, e.g. after its lease lapsed, may: the call happened.)
+        key = f"prop-{time.monotonic_ns()}"
+        quota = PROPERTY_QUOTA
+        for op, outcome, (requests, tokens, spent, pending) in apply_quota_ops(store, key, ops):
+            if op == "reserve" and outcome[0]:
+                assert requests <= quota.requests and tokens <= quota.tokens  # type: ignore[operator]
+                assert spent + pending <= quota.cost_per_day + 1e-9  # type: ignore[operator]
+
+    def test_quota_lease_expiry_releases_a_dead_holders_reservation(self, store: Store) -> None:
+        quota = Quota(requests=1, tokens=10)
+        assert store.reserve_quota("q", "dead", quota, tokens=10, cost=0, lease=0.3).granted
+        assert not store.reserve_quota("q", "b", quota, tokens=10, cost=0).granted
+        time.sleep(0.45)
+        assert store.quota_state("q", quota).tokens == 0
+        assert store.reserve_quota("q", "b", quota, tokens=10, cost=0).granted
+
+    def test_quota_window_slides_and_the_wait_says_when(self, store: Store) -> None:
+        quota = Quota(tokens=10, window=0.5)
+        assert store.reserve_quota("q", "a", quota, tokens=10, cost=0).granted
+        store.settle_quota("q", "a", quota, tokens=10, cost=0)
+        refused = store.reserve_quota("q", "b", quota, tokens=5, cost=0)
+        assert not refused.granted and 0 < refused.wait_seconds <= 0.5
+        time.sleep(refused.wait_seconds + 0.05)
+        assert store.reserve_quota("q", "b", quota, tokens=5, cost=0).granted
+
+    def test_quota_settle_after_a_lapsed_lease_still_counts_the_call(self, store: Store) -> None:
+        quota = Quota(tokens=100, cost_per_day=1.0)
+        assert store.reserve_quota("q", "slow", quota, tokens=50, cost=0.5, lease=0.2).granted
+        time.sleep(0.3)
+        store.settle_quota("q", "slow", quota, tokens=40, cost=0.4)
+        state = store.quota_state("q", quota)
+        assert state.tokens == 40 and state.cost_spent == pytest.approx(0.4)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"tokens": -1, "cost": 0},
+            {"tokens": float("nan"), "cost": 0},
+            {"tokens": 1, "cost": float("inf")},
+            {"tokens": 1, "cost": 0, "share": 0},
+            {"tokens": 1, "cost": 0, "share": 1.5},
+            {"tokens": 1, "cost": 0, "lease": 0},
+            {"tokens": "1", "cost": 0},
+        ],
+    )
+    def test_quota_validation(self, store: Store, kwargs: dict[str, Any]) -> None:
+        with pytest.raises(InvalidInput):
+            store.reserve_quota("q", "r", Quota(tokens=10), **kwargs)
+
+    @pytest.mark.parametrize(
+        "caps", [{"requests": 0}, {"tokens": -5}, {"cost_per_day": float("nan")}, {"window": 0}]
+    )
+    def test_quota_caps_must_be_positive(self, caps: dict[str, float]) -> None:
+        with pytest.raises(InvalidInput):
+            Quota(**caps)
+
     # -- locks ----------------------------------------------------------------------------------
 
     def test_taking_a_held_lock_again_is_idempotent_for_its_owner(self, store: Store) -> None:
@@ -446,3 +653,10 @@ class StoreContract:
 
     def test_token_bucket_is_shared_by_processes(self, store: Store, store_spec: StoreSpec) -> None:
         assert sum(_run(_bucket_worker, store_spec, 4, 30)) == 50
+
+    def test_quota_is_shared_by_processes_and_never_overshoots(
+        self, store: Store, store_spec: StoreSpec
+    ) -> None:
+        assert sum(_run(_quota_worker, store_spec, 4, 8)) == 10
+        state = store.quota_state("mp-quota", MP_QUOTA)
+        assert state.requests == 10 and state.cost_pending == pytest.approx(10.0)

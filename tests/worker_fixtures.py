@@ -21,6 +21,7 @@ CELERY_KEYS = (
     "broker_transport_options",
     "result_backend_transport_options",
     "database_engine_options",
+    "task_always_eager",
 )
 
 

@@ -1,4 +1,5 @@
-"""Handlers used only by the worker tests; they record what they did in the shared store.
+"""Handlers and plain sluice tasks used only by the worker tests; they record what they did in the
+shared store.
 
 Worker subprocesses import this module through ``SLUICE_HANDLER_MODULES=tests.worker_handlers``; the
 store (``SLUICE_REDIS_URL`` + a per-test ``SLUICE_KEY_PREFIX``) is how a test counts executions,
@@ -10,8 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sluice.errors import RetryLater
 from sluice.store import get_store
-from sluice.workers import Priority, TaskHandler, registry
+from sluice.taskcontext import current_priority
+from sluice.workers import Priority, SluiceTask, TaskHandler, registry, sluice_task
 
 #: Set this store key to make the poison handlers succeed ("the handler is fixed").
 FIXED_FLAG = "flag:fixed"
@@ -133,7 +136,28 @@ class LimitedHandler(TaskHandler):
         return {"id": payload["id"], "at": time.time()}
 
 
+class AICallHandler(TaskHandler):
+    """One chat call through the configured provider (so under admission control); no retries,
+    so any failure would be a dead letter. Records its run like :class:`RecordHandler`."""
+
+    max_retries = 0
+
+    @property
+    def task_name(self) -> str:
+        return "t_ai_call"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from sluice.ai import get_provider
+
+        completion = get_provider().complete(
+            [{"role": "user", "content": payload["text"]}], max_tokens=int(payload["max_tokens"])
+        )
+        record_run(payload)
+        return {"id": payload["id"], "tokens": completion.usage.total_tokens}
+
+
 for _handler in (
+    AICallHandler(),
     RecordHandler(),
     PoisonHandler(),
     ChunkHandler(),
@@ -141,3 +165,45 @@ for _handler in (
     LimitedHandler(),
 ):
     registry.register(_handler)
+
+
+# -- plain Celery tasks with sluice's features -------------------------------------------------
+
+
+@sluice_task(
+    name="tests.limited_call",
+    priority=Priority.HIGH,
+    rate_limit="t",
+    max_retries=2,
+    backoff=0.05,
+    backoff_max=0.1,
+    bind=True,
+)
+def limited_call(self: SluiceTask, key: str, fail: bool = False) -> dict[str, Any]:
+    """Takes a token of the global limit ``t``; fails until :data:`FIXED_FLAG` when ``fail``."""
+    store = _store()
+    store.hincr("attempts", key)
+    if fail and store.get(FIXED_FLAG) is None:
+        raise RuntimeError(f"plain task {key} failed")
+    record_run({"id": key, "label": key})
+    return {
+        "key": key,
+        "at": time.time(),
+        "worker": self.request.hostname,
+        "priority": current_priority.get(),
+    }
+
+
+@sluice_task(name="tests.later", max_retries=0)
+def later(key: str) -> int:
+    """Asks to run again later on its first two runs (neither is a failed attempt)."""
+    runs = _store().incr(f"later:{key}")
+    if runs <= 2:
+        raise RetryLater(0.05, f"window closed for {key}")
+    return int(runs)
+
+
+@sluice_task(name="tests.total")
+def total(values: list[dict[str, Any]]) -> int:
+    """A chord body: how many results arrived."""
+    return len(values)

@@ -1,44 +1,47 @@
 """AI providers behind one protocol: the offline :class:`LocalProvider` and :class:`OpenAIProvider`.
 
-``get_provider()`` builds the one the settings select (``SLUICE_AI_PROVIDER``, default ``local``).
+``get_provider()`` builds the one the settings select (``SLUICE_AI_PROVIDER``, default ``local``);
+a hosted provider comes under cluster-wide :class:`Admission` control (``SLUICE_AI_LIMITS``, and
+the pause on 429).
 """
 
 from __future__ import annotations
 
-from sluice.ai.base import (
-    SEVERITIES,
-    AIProvider,
-    AnalysisResult,
-    Completion,
-    EmbeddingResult,
-    Finding,
-    Usage,
-)
+import functools
+from collections.abc import Callable
+
+from sluice.ai.admission import STATS_KEY, Admission, Ticket, count_tokens, request_tokens
+from sluice.ai.base import SEVERITIES, AIProvider, AnalysisResult, Finding, Usage
 from sluice.ai.languages import LANGUAGES, detect_language, normalize_language
 from sluice.ai.local import LocalProvider
 from sluice.ai.openai import OpenAIProvider
-from sluice.ai.rules import CATEGORIES, RULES, Rule, select_rules
+from sluice.ai.rules import RULES
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
+from sluice.store import BufferedCounters, Store, get_store
 
-__all__ = [
-    "CATEGORIES",
-    "LANGUAGES",
-    "RULES",
-    "SEVERITIES",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
+    # providers
     "AIProvider",
-    "AnalysisResult",
-    "Completion",
-    "EmbeddingResult",
-    "Finding",
     "LocalProvider",
     "OpenAIProvider",
-    "Rule",
-    "Usage",
-    "detect_language",
     "get_provider",
+    # what they return
+    "AnalysisResult",
+    "Finding",
+    "Usage",
+    "SEVERITIES",
+    # languages and rules
+    "LANGUAGES",
+    "RULES",
+    "detect_language",
     "normalize_language",
-    "select_rules",
+    # admission control
+    "Admission",
+    "Ticket",
+    "admission_for",
+    "count_tokens",
+    "request_tokens",
 ]
 
 
@@ -62,7 +65,37 @@ def get_provider(settings: Settings | None = None) -> AIProvider:
             embedding_model=settings.ai_embedding_model,
             timeout=settings.ai_timeout,
             max_retries=settings.ai_max_retries,
+            admission=admission_for("openai", settings),
         )
     raise ConfigurationError(
         f"SLUICE_AI_PROVIDER={settings.ai_provider!r} must be one of: local, openai"
     )
+
+
+def admission_for(provider: str, settings: Settings | None = None) -> Admission:
+    """Admission control of ``provider`` with the limits and prices of ``settings``.
+
+    A reservation's lease outlasts the longest call the provider settings allow (every attempt
+    timing out), so only a dead worker's reservation ever lapses.
+    """
+    settings = settings or get_settings()
+    return Admission(
+        provider,
+        settings.ai_limits,
+        settings.prices,
+        store=_store_of(settings),
+        lease=settings.ai_timeout * (settings.ai_max_retries + 1) + 60.0,
+        window=settings.ai_limit_window,
+        stats=_admission_stats(settings),
+    )
+
+
+def _store_of(settings: Settings) -> Callable[[], Store]:
+    return lambda: get_store(settings)
+
+
+@functools.cache
+def _admission_stats(settings: Settings) -> BufferedCounters:
+    """One counter buffer per process and settings: providers are built per task, counts are not
+    dropped with them."""
+    return BufferedCounters.in_hash(_store_of(settings), STATS_KEY)

@@ -1,7 +1,12 @@
 """A provider for any OpenAI-compatible HTTP API (OpenAI, Azure-style gateways, vLLM, Ollama, ...).
 
 Calls retry with backoff on rate limits, server errors and connection failures, honouring
-``Retry-After``. The API key is only ever put in the ``Authorization`` header: it is redacted from
+``Retry-After``. With an :class:`~sluice.ai.admission.Admission`, every call is reserved against
+the cluster-wide limits first and settled with its usage after, and a 429 (or a 503 with
+``Retry-After``) pauses the provider for the whole cluster and raises
+:class:`~sluice.errors.RetryLater` instead of sleeping in the worker.
+
+The API key is only ever put in the ``Authorization`` header: it is redacted from
 every error message and log line, and kept out of ``repr``.
 """
 
@@ -16,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from sluice.ai.admission import Admission
 from sluice.ai.base import (
     SEVERITIES,
     AnalysisResult,
@@ -27,9 +33,9 @@ from sluice.ai.base import (
 )
 from sluice.ai.inputs import check_code, check_messages, check_texts
 from sluice.ai.languages import normalize_language
-from sluice.ai.retry import RETRYABLE_STATUSES, backoff_delay, retry_after
 from sluice.ai.rules import RULES
 from sluice.errors import ConfigurationError, InvalidInput, ProviderError
+from sluice.retrying import RETRYABLE_STATUSES, backoff_with_jitter, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,9 @@ _SEVERITY_ALIASES = {
     "hint": "info",
 }
 
+#: Most tokens an analysis answer may take (a JSON list of findings).
+ANALYSIS_MAX_TOKENS = 4096
+
 _SYSTEM_PROMPT = """You are a meticulous code reviewer. Report real defects only: security \
 vulnerabilities, bugs, and maintainability problems, never praise.
 Answer with one JSON object and nothing else, in exactly this shape:
@@ -58,7 +67,12 @@ Use categories security, quality, style. Known rule ids: {rule_ids}.
 Return {{"findings": []}} when the code has no problems."""
 _USER_PROMPT = "Language: {language}\n\n{numbered}"
 #: The analysis request apart from the code: what the model is told and how it is asked.
-_ANALYSIS_REQUEST = {"temperature": 0, "response_format": {"type": "json_object"}}
+_ANALYSIS_REQUEST = {
+    "temperature": 0,
+    # A bound on the answer, so admission control can reserve what it may cost.
+    "max_tokens": ANALYSIS_MAX_TOKENS,
+    "response_format": {"type": "json_object"},
+}
 
 
 def _analysis_system_prompt(rules: Sequence[str] | None) -> str:
@@ -83,6 +97,7 @@ class OpenAIProvider:
     ``backoff_base``/``backoff_max`` shape the exponential backoff between retries and
     ``retry_after_max`` caps how long a server's ``Retry-After`` may make a call wait.
     Pass ``client`` to share a connection pool; otherwise the provider owns one (see :meth:`close`).
+    ``admission`` puts every call under cluster-wide admission control (see the module docstring).
     """
 
     name: str = "openai"
@@ -100,6 +115,7 @@ class OpenAIProvider:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
+        admission: Admission | None = None,
     ) -> None:
         if not isinstance(api_key, str) or not api_key.strip():
             raise ConfigurationError("OpenAIProvider needs an API key (set SLUICE_AI_API_KEY)")
@@ -115,6 +131,7 @@ class OpenAIProvider:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
+        self.admission = admission
         self._api_key = api_key
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client()
@@ -234,6 +251,21 @@ class OpenAIProvider:
     # HTTP with retries
 
     def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.admission is None:
+            return self._send(path, payload)
+        ticket = self.admission.admit(payload)
+        try:
+            body = self._send(path, payload)
+        except _RateLimited as limited:
+            raise self.admission.rate_limited(ticket, limited.retry_after) from None
+        except BaseException:
+            ticket.release()
+            raise
+        ticket.settle(_usage(body))
+        return body
+
+    def _send(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries; under admission control a rate limit raises :class:`_RateLimited`."""
         url = self.base_url + path
         headers = {"Authorization": f"Bearer {self._api_key}"}
         attempts = self.max_retries + 1
@@ -251,13 +283,18 @@ class OpenAIProvider:
                 reason = f"HTTP {response.status_code}: {self._api_error(response)}"
                 if response.status_code not in RETRYABLE_STATUSES:
                     raise ProviderError(f"POST {path} failed with {reason}")
-                wait = retry_after(response.headers)
+                wait = parse_retry_after(response.headers, cap=self.retry_after_max)
+                limited = response.status_code == 429 or (
+                    response.status_code == 503 and wait is not None
+                )
+                if limited and self.admission is not None:
+                    raise _RateLimited(wait)
             if attempt + 1 == attempts:
                 break
             delay = (
-                min(wait, self.retry_after_max)
+                wait
                 if wait is not None
-                else backoff_delay(attempt, self.backoff_base, self.backoff_max)
+                else backoff_with_jitter(attempt, self.backoff_base, self.backoff_max)
             )
             log.warning(
                 "POST %s failed (%s); retry %d of %d in %.2fs",
@@ -296,6 +333,14 @@ class OpenAIProvider:
     def _redact(self, text: str) -> str:
         # Some APIs echo the key they rejected; it must not reach logs or exception messages.
         return text.replace(self._api_key, _REDACTED)
+
+
+class _RateLimited(Exception):
+    """The provider answered 429 (or 503 with Retry-After) to a call under admission control."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__(f"rate limited; Retry-After {retry_after}")
+        self.retry_after = retry_after
 
 
 def _first_choice(body: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -1,7 +1,8 @@
-"""Celery tasks of the analysis job (files themselves run through the ``analysis`` handler)."""
+"""Celery tasks of the analysis job: its handlers (each its own task) and session pruning."""
 
 from __future__ import annotations
 
+from sluice.analysis import handlers  # noqa: F401 - registers analysis, embedding, security_alert
 from sluice.analysis.service import prune_sessions
 from sluice.celery import app
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sluice.errors import InvalidInput
+from sluice.pricing import DEFAULT_PRICES, cost_usd
 from sluice.settings import load_cache_options
 
 ANALYSIS, EMBEDDING, RESPONSE = "analysis", "embedding", "response"
@@ -27,16 +28,6 @@ EVENTS = (
     "lost_writes",
     "cost_saved_micro_usd",
 )
-
-#: USD per 1,000 (prompt, completion) tokens; override with SLUICE_CACHE_PRICES (JSON).
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4": (0.03, 0.06),
-    "gpt-4o": (0.0025, 0.01),
-    "gpt-4o-mini": (0.00015, 0.0006),
-    "text-embedding-3-small": (0.00002, 0.0),
-    "text-embedding-3-large": (0.00013, 0.0),
-    "sluice-local-1": (0.0, 0.0),
-}
 
 
 def check_content_type(content_type: str) -> str:
@@ -102,7 +93,7 @@ class CacheConfig:
             return self.price_per_call_usd
         prompt = float(usage.get("prompt_tokens") or 0)
         completion = float(usage.get("completion_tokens") or 0)
-        return (prompt * price[0] + completion * price[1]) / 1000
+        return cost_usd(price, prompt, completion)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CacheConfig:

@@ -4,65 +4,27 @@
 negotiated compression, nginx configuration and a durable purge queue flushed by beat tasks.
 """
 
-from sluice.cdn.compression import CompressionReport, ResourceCompressor, compress_bytes
-from sluice.cdn.config import CDNSettings, get_cdn_settings, load_cdn_settings
-from sluice.cdn.hitratio import EdgeLogScanner, EdgeStats, count_lines, read_edge_hit_ratio
-from sluice.cdn.invalidation import FlushResult, InvalidationQueue
-from sluice.cdn.manager import BuildResult, CDNManager, get_cdn_manager, reset_cdn_manager
-from sluice.cdn.negotiation import choose_encoding, parse_accept_encoding
-from sluice.cdn.nginx import NginxOptions, check_config, render_main_config, render_server_config
-from sluice.cdn.policies import RESOURCE_TYPES, CachePolicy, PolicyTable, ResourceType
-from sluice.cdn.providers import (
-    CloudflareProvider,
-    CloudFrontProvider,
-    FastlyProvider,
-    PurgeFailed,
-    PurgeProvider,
-    RateLimited,
-    WebhookProvider,
-    build_provider,
-)
-from sluice.cdn.purgepaths import collapse, validate_purge_path
-from sluice.cdn.versioning import Manifest, MissingReference, ResourceVersioner
+from sluice.cdn.compression import ResourceCompressor
+from sluice.cdn.config import CDNSettings
+from sluice.cdn.hitratio import read_edge_hit_ratio
+from sluice.cdn.manager import CDNManager, get_cdn_manager, reset_cdn_manager
+from sluice.cdn.policies import RESOURCE_TYPES, CachePolicy, PolicyTable
+from sluice.cdn.providers import PurgeFailed
+from sluice.cdn.versioning import ResourceVersioner
 
-__all__ = [
-    "RESOURCE_TYPES",
-    "BuildResult",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
+    # the guide's cdn object
+    "get_cdn_manager",
+    "reset_cdn_manager",
     "CDNManager",
     "CDNSettings",
+    # policies, versions, compression
     "CachePolicy",
-    "CloudFrontProvider",
-    "CloudflareProvider",
-    "CompressionReport",
-    "EdgeLogScanner",
-    "EdgeStats",
-    "FastlyProvider",
-    "FlushResult",
-    "InvalidationQueue",
-    "Manifest",
-    "MissingReference",
-    "NginxOptions",
     "PolicyTable",
-    "PurgeFailed",
-    "PurgeProvider",
-    "RateLimited",
-    "ResourceCompressor",
-    "ResourceType",
+    "RESOURCE_TYPES",
     "ResourceVersioner",
-    "WebhookProvider",
-    "build_provider",
-    "check_config",
-    "choose_encoding",
-    "collapse",
-    "compress_bytes",
-    "count_lines",
-    "get_cdn_manager",
-    "get_cdn_settings",
-    "load_cdn_settings",
-    "parse_accept_encoding",
+    "ResourceCompressor",
+    # the edge
     "read_edge_hit_ratio",
-    "render_main_config",
-    "render_server_config",
-    "reset_cdn_manager",
-    "validate_purge_path",
+    "PurgeFailed",
 ]

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -32,6 +31,7 @@ from sluice.cdn.purgepaths import (
     widen_to_trailing_wildcard,
 )
 from sluice.errors import BackendUnavailable, ConfigurationError
+from sluice.retrying import backoff_with_jitter, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,10 @@ class PurgeProvider(ABC):
                 if attempt >= settings.max_retries:
                     raise
                 hint = exc.retry_after if isinstance(exc, RateLimited) else None
-                # Full jitter spreads out workers retrying against the same account limit.
                 delay = (
                     hint
                     if hint is not None
-                    else random.uniform(0, settings.backoff_base * 2**attempt)
+                    else backoff_with_jitter(attempt, settings.backoff_base, settings.backoff_max)
                 )
                 delay = min(delay, settings.backoff_max)
                 log.warning("%s %s: %s; retrying in %.1fs", self.name, call.description, exc, delay)
@@ -155,7 +154,7 @@ class HTTPProvider(PurgeProvider):
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"{method} {url}: {exc}") from exc
         if response.status_code == 429:
-            raise RateLimited(f"{method} {url}: HTTP 429", _retry_after(response))
+            raise RateLimited(f"{method} {url}: HTTP 429", parse_retry_after(response.headers))
         if response.status_code >= 500:
             raise BackendUnavailable(f"{method} {url}: HTTP {response.status_code}")
         if response.status_code >= 400:
@@ -164,13 +163,6 @@ class HTTPProvider(PurgeProvider):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None  # an HTTP-date or garbage: fall back to our own backoff
 
 
 class CloudFrontProvider(PurgeProvider):

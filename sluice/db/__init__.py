@@ -11,23 +11,24 @@ from sluice.db.models import (
     DeadLetterTask,
     FileEmbedding,
     Project,
-    User,
 )
 
-__all__ = [
-    "AnalysisSession",
-    "AnalyzedFile",
-    "AuditLog",
-    "Base",
-    "CodeReviewResult",
-    "DeadLetterTask",
-    "FileEmbedding",
-    "Project",
-    "User",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
+    # engine and sessions
     "build_engine",
-    "current_revision",
-    "downgrade",
     "get_engine",
     "session_scope",
+    # migrations
+    "current_revision",
     "upgrade",
+    "downgrade",
+    # models
+    "Base",
+    "Project",
+    "AnalysisSession",
+    "AnalyzedFile",
+    "CodeReviewResult",
+    "FileEmbedding",
+    "AuditLog",
+    "DeadLetterTask",
 ]

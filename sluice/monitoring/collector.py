@@ -55,6 +55,7 @@ class SluiceCollector(Collector):
             "query_cache": _query_cache_metrics,
             "recorded": _recorded_metrics,
             "cdn": _cdn_metrics,
+            "ai_admission": _admission_metrics,
         }
         for source, read in readers.items():
             try:
@@ -242,3 +243,74 @@ def _cdn_metrics() -> Iterator[Metric]:
             )
             ratio.add_metric([], edge["ratio"])
             yield ratio
+
+
+def _admission_metrics() -> Iterator[Metric]:
+    labels = ["provider", "model"]
+    reserved = CounterMetricFamily(
+        "sluice_ai_tokens_reserved",
+        "Tokens reserved before AI calls (prompt + max_tokens).",
+        labels=labels,
+    )
+    used = CounterMetricFamily(
+        "sluice_ai_tokens_used", "Tokens AI calls used, as the provider reported.", labels=labels
+    )
+    refused = CounterMetricFamily(
+        "sluice_ai_admissions_refused",
+        "AI calls held back (re-queued with a countdown), by the limit that refused them.",
+        labels=[*labels, "reason"],
+    )
+    window_tokens = GaugeMetricFamily(
+        "sluice_ai_window_tokens",
+        "Tokens reserved or used in the current limit window.",
+        labels=labels,
+    )
+    budget = GaugeMetricFamily(
+        "sluice_ai_budget_usd", "Spending budget per UTC day.", labels=labels
+    )
+    spent = GaugeMetricFamily(
+        "sluice_ai_budget_used_usd", "Spent plus reserved today (UTC).", labels=labels
+    )
+    remaining = GaugeMetricFamily(
+        "sluice_ai_budget_remaining_usd", "Budget left today (UTC).", labels=labels
+    )
+    paused = CounterMetricFamily(
+        "sluice_ai_paused_seconds",
+        "Seconds of cluster-wide pauses after a 429.",
+        labels=["provider"],
+    )
+    rate_limited = CounterMetricFamily(
+        "sluice_ai_rate_limited_responses",
+        "429 (or 503 + Retry-After) answers.",
+        labels=["provider"],
+    )
+    for provider, report in sources.ai_admission_stats().items():
+        paused_ms = limited = 0
+        for model, entry in report["models"].items():
+            reserved.add_metric([provider, model], entry["tokens_reserved"])
+            used.add_metric([provider, model], entry["tokens_used"])
+            for reason, count in entry["refused"].items():
+                refused.add_metric([provider, model, reason], count)
+            paused_ms += entry["paused_ms"]
+            limited += entry["rate_limited"]
+            if "window" in entry:
+                window_tokens.add_metric([provider, model], entry["window"]["tokens"])
+            cap = entry.get("limits", {}).get("usd_per_day")
+            if cap is not None:
+                budget.add_metric([provider, model], cap)
+                money = entry["budget"]
+                spent.add_metric([provider, model], money["spent_usd"] + money["pending_usd"])
+                remaining.add_metric([provider, model], money["remaining_usd"])
+        paused.add_metric([provider], paused_ms / 1000)
+        rate_limited.add_metric([provider], limited)
+    yield from (
+        reserved,
+        used,
+        refused,
+        window_tokens,
+        budget,
+        spent,
+        remaining,
+        paused,
+        rate_limited,
+    )

@@ -54,8 +54,13 @@ def scope(metric: str, labels: Mapping[str, str]) -> str:
 
     Encoding keeps ``:`` (the scope/event separator) and ``|`` out of label values.
     """
-    parts = [metric, *(f"{k}={quote(str(v), safe='')}" for k, v in sorted(labels.items()))]
-    return "|".join(parts)
+    return _scope(metric, tuple(sorted((k, str(v)) for k, v in labels.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _scope(metric: str, labels: tuple[tuple[str, str], ...]) -> str:
+    # Label sets repeat (one per queue, handler and outcome): encode each once per process.
+    return "|".join([metric, *(f"{k}={quote(v, safe='')}" for k, v in labels)])
 
 
 def parse_field(field: str) -> tuple[Series, str]:

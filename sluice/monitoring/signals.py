@@ -1,4 +1,4 @@
-"""Celery signal receivers: CDN purge outcomes, a last metrics flush, and worker log setup.
+"""Celery signal receivers: task durations, CDN purge outcomes, a last metrics flush, worker logs.
 
 Imported by every worker through the Celery app's ``include`` list (``sluice.monitoring.signals``),
 so no CDN or worker module has to know about metrics. Receivers are connected on import, once.
@@ -7,10 +7,11 @@ so no CDN or worker module has to know about metrics. Receivers are connected on
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import states
-from celery.signals import after_setup_logger, task_postrun, worker_process_shutdown
+from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_process_shutdown
 
 from sluice.monitoring import recorder
 from sluice.monitoring.logs import configure_handlers
@@ -18,6 +19,40 @@ from sluice.store.counters import flush_all
 
 log = logging.getLogger(__name__)
 CDN_FLUSH_TASK = "sluice.cdn.flush_invalidations"
+#: Start time and labels of each running sluice task, by task id.
+_running: dict[str, tuple[float, dict[str, str]]] = {}
+
+
+@task_prerun.connect(weak=False)
+def start_task_clock(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    """Note when a sluice task (one with ``metric_labels``: handlers, ``@sluice_task``) starts."""
+    labels = getattr(sender, "metric_labels", None)
+    if labels is None or task_id is None:
+        return
+    try:
+        _running[task_id] = (time.perf_counter(), labels())
+    except Exception:  # metrics must never fail the task they measure
+        log.debug("could not label task %s", task_id, exc_info=True)
+
+
+@task_postrun.connect(weak=False)
+def observe_task_run(
+    sender: Any = None, task_id: str | None = None, state: str | None = None, **_: Any
+) -> None:
+    """One execution of a sluice task: its duration, labelled with its outcome.
+
+    A run that re-published itself for later (no rate-limit token, ``RetryLater``) is not an
+    execution; a run that raised (and is retried) counts as a failure.
+    """
+    started = _running.pop(task_id, None) if task_id else None
+    if started is None or state == states.IGNORED:
+        return
+    began, labels = started
+    outcome = "success" if state == states.SUCCESS else "failure"
+    try:
+        recorder.observe("task", time.perf_counter() - began, {**labels, "outcome": outcome})
+    except Exception:
+        log.debug("could not record task metrics", exc_info=True)
 
 
 @task_postrun.connect(weak=False)

@@ -113,6 +113,14 @@ def cdn_stats() -> dict[str, Any]:
     }
 
 
+def ai_admission_stats() -> dict[str, Any]:
+    """AI admission control per provider: limits, window and budget usage, refusals, pauses."""
+    from sluice.ai import admission_for
+    from sluice.settings import LIMITED_AI_PROVIDERS
+
+    return {provider: admission_for(provider).report() for provider in sorted(LIMITED_AI_PROVIDERS)}
+
+
 def recorded_histograms() -> dict[Series, Counter[str]]:
     """Every histogram series recorded by any process: bucket/``count``/``sum_us`` -> total."""
     return _series(get_store().hgetall_counters(HISTOGRAMS_KEY))

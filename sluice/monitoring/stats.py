@@ -16,6 +16,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
         "latency": latency_summary(sources.recorded_histograms()),
     },
     "cdn": sources.cdn_stats,
+    "ai_admission": sources.ai_admission_stats,
 }
 
 

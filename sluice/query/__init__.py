@@ -7,38 +7,28 @@ through a dependency map read from the catalog, slow statements are explained, a
 candidates are validated with HypoPG where it is installed.
 """
 
-from sluice.query.columns import ColumnUse, column_uses
 from sluice.query.dependencies import DependencyMap
 from sluice.query.errors import QueryExecutionError, QueryParameterError
-from sluice.query.index_advisor import IndexAnalyzer, IndexCandidate, QuerySample
-from sluice.query.normalizer import QueryNormalizer, QueryShape
-from sluice.query.optimizer import QueryOptimizer, database_namespace
+from sluice.query.index_advisor import IndexAnalyzer
+from sluice.query.normalizer import QueryNormalizer
+from sluice.query.optimizer import QueryOptimizer
 from sluice.query.parse_cache import ByteBudgetCache
-from sluice.query.plans import Plan, PlanExplainer, PlanNode
-from sluice.query.result_cache import CacheLookup, QueryResultCache
-from sluice.query.slow_queries import QueryStats, SlowQueryAnalyzer
+from sluice.query.result_cache import QueryResultCache
+from sluice.query.slow_queries import SlowQueryAnalyzer
 from sluice.query.tracking import WriteTracker
 
-__all__ = [
-    "ByteBudgetCache",
-    "CacheLookup",
-    "ColumnUse",
-    "DependencyMap",
-    "IndexAnalyzer",
-    "IndexCandidate",
-    "Plan",
-    "PlanExplainer",
-    "PlanNode",
-    "QueryExecutionError",
-    "QueryNormalizer",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
+    # the guide's optimizer
     "QueryOptimizer",
-    "QueryParameterError",
+    # its parts
+    "QueryNormalizer",
+    "ByteBudgetCache",
     "QueryResultCache",
-    "QuerySample",
-    "QueryShape",
-    "QueryStats",
-    "SlowQueryAnalyzer",
+    "DependencyMap",
     "WriteTracker",
-    "column_uses",
-    "database_namespace",
+    "SlowQueryAnalyzer",
+    "IndexAnalyzer",
+    # errors
+    "QueryExecutionError",
+    "QueryParameterError",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
-from sluice.monitoring.recorder import observe_query
+from sluice.hooks import query_finished
 from sluice.query.index_advisor import IndexAnalyzer, QuerySample
 from sluice.query.normalizer import QueryNormalizer, QueryShape
 from sluice.query.plans import Plan, PlanExplainer
@@ -130,7 +130,7 @@ class SlowQueryAnalyzer:
             return
         duration_ms = (time.perf_counter() - starts.pop()) * 1000.0
         stats = self.record(statement, parameters, duration_ms)
-        observe_query(duration_ms / 1e3, stats.shape, duration_ms >= self.slow_threshold_ms)
+        query_finished(duration_ms / 1e3, stats.shape, duration_ms >= self.slow_threshold_ms)
 
     # -- recording -------------------------------------------------------------------------------
 

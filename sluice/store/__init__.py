@@ -10,25 +10,29 @@ import os
 import threading
 
 from sluice.settings import Settings, get_settings
-from sluice.store.base import Store, StoreLock, Subscription, TokenGrant
+from sluice.store.base import Quota, QuotaGrant, Store, StoreLock, TokenGrant
 from sluice.store.codec import MAX_DECODED_ITEMS, MAX_DECOMPRESSED_BYTES, Codec
 from sluice.store.counters import BufferedCounters
 from sluice.store.disk import DiskStore
 from sluice.store.redis import RedisStore
 
-__all__ = [
-    "MAX_DECODED_ITEMS",
-    "MAX_DECOMPRESSED_BYTES",
-    "BufferedCounters",
-    "Codec",
-    "DiskStore",
-    "RedisStore",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
+    # the interface and the process's store
     "Store",
-    "StoreLock",
-    "Subscription",
-    "TokenGrant",
     "get_store",
     "reset_store_cache",
+    # backends
+    "RedisStore",
+    "DiskStore",
+    # what it returns and uses
+    "StoreLock",
+    "TokenGrant",
+    "Quota",
+    "QuotaGrant",
+    "BufferedCounters",
+    "Codec",
+    "MAX_DECOMPRESSED_BYTES",
+    "MAX_DECODED_ITEMS",
 ]
 
 _stores: dict[tuple[int, Settings], Store] = {}

@@ -43,6 +43,57 @@ class TokenGrant:
     remaining: float
 
 
+@dataclass(frozen=True)
+class Quota:
+    """The caps of one shared quota ledger (see :meth:`Store.reserve_quota`).
+
+    :ivar requests: most reservations in any ``window`` seconds (None: unlimited).
+    :ivar tokens: most tokens in any ``window`` seconds (None: unlimited).
+    :ivar cost_per_day: most cost per UTC day, counting reservations not yet settled (None: unlimited).
+    :ivar window: the sliding window of ``requests`` and ``tokens``, in seconds.
+    """
+
+    requests: float | None = None
+    tokens: float | None = None
+    cost_per_day: float | None = None
+    window: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "tokens", "cost_per_day"):
+            value = getattr(self, name)
+            if value is not None and (
+                not _is_real(value) or not math.isfinite(value) or value <= 0
+            ):
+                raise InvalidInput(f"quota {name} must be a positive number or None, got {value!r}")
+        _check_ttl(self.window, "window")
+
+
+@dataclass(frozen=True)
+class QuotaGrant:
+    """The outcome of :meth:`Store.reserve_quota`, and a ledger's state (:meth:`Store.quota_state`).
+
+    :ivar granted: whether the reservation was recorded.
+    :ivar wait_seconds: 0 when granted, else when enough of the limit should be free again.
+    :ivar reason: the limit that refused it: ``"requests"``, ``"tokens"`` or ``"cost"`` (None).
+    :ivar requests: reservations in the current window (including this one when granted).
+    :ivar tokens: tokens in the current window, reserved or settled.
+    :ivar cost_spent: cost settled today (UTC).
+    :ivar cost_pending: cost reserved today and not settled yet.
+    """
+
+    granted: bool
+    wait_seconds: float
+    reason: str | None
+    requests: float
+    tokens: float
+    cost_spent: float
+    cost_pending: float
+
+
+#: Dimensions a quota can refuse on, in the order they are checked.
+QUOTA_REASONS = ("requests", "tokens", "cost")
+
+
 class Subscription(ABC):
     """Decoded messages published to one channel, in order. Iterate it, or poll with :meth:`get`."""
 
@@ -171,6 +222,90 @@ class Store(ABC):
     @abstractmethod
     def _take_token(self, full_key: str, rate: float, burst: float, tokens: float) -> TokenGrant:
         """Backend part of :meth:`take_token`, with validated arguments and the namespaced key."""
+
+    # -- quota ledgers -------------------------------------------------------------------------
+
+    def reserve_quota(
+        self,
+        key: str,
+        reservation: str,
+        quota: Quota,
+        *,
+        tokens: float,
+        cost: float,
+        share: float = 1.0,
+        lease: float = 600.0,
+    ) -> QuotaGrant:
+        """Reserve one request of ``tokens`` and ``cost`` against ledger ``key``, atomically.
+
+        Granted only when the window's requests and tokens, and today's spent plus pending cost,
+        stay within ``share`` (0 < share <= 1) of each cap after adding it; nothing is recorded when
+        refused. A granted reservation holds its amounts until :meth:`settle_quota` replaces them
+        with what was really used, :meth:`release_quota` drops them, or ``lease`` seconds pass
+        without either (its holder died): then it is dropped too, so nothing leaks. Every process
+        using the same key shares one ledger, and one clock (the server's, on Redis).
+        """
+        full = self._key(key)
+        check_key(reservation)
+        for name, number in (("tokens", tokens), ("cost", cost)):
+            if not _is_real(number) or not math.isfinite(number) or number < 0:
+                raise InvalidInput(f"{name} must be a finite number >= 0, got {number!r}")
+        if not _is_real(share) or not 0 < share <= 1:
+            raise InvalidInput(f"share must be in (0, 1], got {share!r}")
+        lease = _check_ttl(lease, "lease")
+        return self._reserve_quota(
+            full, reservation, quota, float(tokens), float(cost), share, lease
+        )
+
+    def settle_quota(
+        self, key: str, reservation: str, quota: Quota, *, tokens: float, cost: float
+    ) -> None:
+        """Replace reservation's amounts with what was used, counted in the window from now.
+
+        The difference goes back to the ledger; the cost moves from pending to spent today. A
+        reservation whose lease already lapsed is recorded anew, since the call did happen.
+        """
+        full = self._key(key)
+        check_key(reservation)
+        for name, number in (("tokens", tokens), ("cost", cost)):
+            if not _is_real(number) or not math.isfinite(number) or number < 0:
+                raise InvalidInput(f"{name} must be a finite number >= 0, got {number!r}")
+        self._settle_quota(full, reservation, quota, float(tokens), float(cost))
+
+    def release_quota(self, key: str, reservation: str, quota: Quota) -> bool:
+        """Drop an unsettled reservation (its call never reached the provider); False if gone."""
+        return self._release_quota(self._key(key), check_key(reservation), quota)
+
+    def quota_state(self, key: str, quota: Quota) -> QuotaGrant:
+        """The ledger's current usage, as an ungranted :class:`QuotaGrant` with no reason."""
+        return self._quota_state(self._key(key), quota)
+
+    @abstractmethod
+    def _reserve_quota(
+        self,
+        full_key: str,
+        reservation: str,
+        quota: Quota,
+        tokens: float,
+        cost: float,
+        share: float,
+        lease: float,
+    ) -> QuotaGrant:
+        """Backend part of :meth:`reserve_quota`, with validated arguments."""
+
+    @abstractmethod
+    def _settle_quota(
+        self, full_key: str, reservation: str, quota: Quota, tokens: float, cost: float
+    ) -> None:
+        """Backend part of :meth:`settle_quota`."""
+
+    @abstractmethod
+    def _release_quota(self, full_key: str, reservation: str, quota: Quota) -> bool:
+        """Backend part of :meth:`release_quota`."""
+
+    @abstractmethod
+    def _quota_state(self, full_key: str, quota: Quota) -> QuotaGrant:
+        """Backend part of :meth:`quota_state`."""
 
     # -- locks ---------------------------------------------------------------------------------
 

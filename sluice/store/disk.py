@@ -26,6 +26,8 @@ from diskcache.core import MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from sluice.errors import BackendTimeout, BackendUnavailable, CodecError, InvalidInput
 from sluice.store.base import (
+    Quota,
+    QuotaGrant,
     Store,
     Subscription,
     TokenGrant,
@@ -35,11 +37,13 @@ from sluice.store.base import (
     check_ttl,
 )
 from sluice.store.codec import Codec
+from sluice.store.quota import LEDGER_TTL, Ledger
 
 _HASH = "hash"
 _LIST = "list"
 _BUCKET = "bucket"
 _LOCK = "lock"
+_QUOTA = "quota"
 
 # Seconds a writer waits for another process's transaction before BackendUnavailable.
 SQLITE_TIMEOUT = 60.0
@@ -390,6 +394,48 @@ class DiskStore(Store):
             expire = max(1.0, 2 * burst / rate)
             cache.set(full_key, self.codec.encode([available, now]), expire=expire, tag=_BUCKET)
         return TokenGrant(granted, wait, available)
+
+    # -- quota ledgers -------------------------------------------------------------------------
+
+    @contextmanager
+    def _ledger(self, full_key: str) -> Iterator[Ledger]:
+        """The ledger at ``full_key`` inside an IMMEDIATE transaction, written back on exit."""
+        with self._txn() as cache:
+            value, tag = cache.get(full_key, tag=True)
+            ledger = Ledger.from_data(self._meta(full_key, value, tag, _QUOTA))
+            yield ledger
+            cache.set(full_key, self.codec.encode(ledger.to_data()), expire=LEDGER_TTL, tag=_QUOTA)
+
+    def _reserve_quota(
+        self,
+        full_key: str,
+        reservation: str,
+        quota: Quota,
+        tokens: float,
+        cost: float,
+        share: float,
+        lease: float,
+    ) -> QuotaGrant:
+        with self._ledger(full_key) as ledger:
+            # Every local process shares the machine's wall clock, so time.time() is consistent.
+            return ledger.reserve(time.time(), reservation, quota, tokens, cost, share, lease)
+
+    def _settle_quota(
+        self, full_key: str, reservation: str, quota: Quota, tokens: float, cost: float
+    ) -> None:
+        with self._ledger(full_key) as ledger:
+            ledger.settle(time.time(), reservation, quota, tokens, cost)
+
+    def _release_quota(self, full_key: str, reservation: str, quota: Quota) -> bool:
+        with self._ledger(full_key) as ledger:
+            ledger.expire(time.time(), quota.window)
+            return ledger.release(reservation)
+
+    def _quota_state(self, full_key: str, quota: Quota) -> QuotaGrant:
+        value, tag = self._read(full_key)
+        ledger = Ledger.from_data(self._meta(full_key, value, tag, _QUOTA))
+        ledger.expire(time.time(), quota.window)
+        return ledger.state(False, 0.0, None)
 
     # -- locks ---------------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from redis.retry import Retry
 
 from sluice.errors import BackendTimeout, BackendUnavailable, InvalidInput
 from sluice.store.base import (
+    Quota,
+    QuotaGrant,
     Store,
     Subscription,
     TokenGrant,
@@ -33,6 +35,7 @@ from sluice.store.base import (
     check_ttl,
 )
 from sluice.store.codec import Codec
+from sluice.store.quota import DAY, LEDGER_TTL, PENDING_RECHECK
 
 # ARGV: rate, burst, tokens. State: a hash {tokens, ts (microseconds of the server clock)}.
 # Numbers go back as strings because Redis truncates Lua numbers to integers.
@@ -67,6 +70,136 @@ if created and tonumber(ARGV[2]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return value
+"""
+
+# The quota ledger (sluice.store.quota.Ledger in Lua): a hash of "r:<id>" -> "stamp until tokens
+# cost done restricted", plus "day", "spent" and the refusal cursors "q0"/"q1".
+# ARGV: op (reserve|settle|release|state), id, window, caps (requests, tokens, cost per day; ""
+# for none), tokens, cost, share, lease, day, recheck, ttl ms.
+# Reply: granted, wait, reason, requests, tokens, spent, pending (numbers as strings).
+_QUOTA_SCRIPT = """
+local op, rid, window = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
+local cap_requests, cap_tokens, cap_cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local want_tokens, want_cost, share = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local lease, day_seconds, recheck = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local function num(x) return string.format('%.17g', x) end
+local today = math.floor(now / day_seconds)
+local raw = redis.call('HGETALL', KEYS[1])
+local entries, day, spent, cursors = {}, nil, 0, {}
+for i = 1, #raw, 2 do
+  local name, value = raw[i], raw[i + 1]
+  if name == 'day' then day = tonumber(value)
+  elseif name == 'spent' then spent = tonumber(value)
+  elseif name == 'q0' or name == 'q1' then cursors[name] = tonumber(value)
+  else
+    local e = {}
+    for part in string.gmatch(value, '%S+') do e[#e + 1] = tonumber(part) end
+    local live
+    if e[5] == 1 then live = e[1] + window > now else live = e[2] > now end
+    if live then entries[name] = e else redis.call('HDEL', KEYS[1], name) end
+  end
+end
+if day ~= today then day, spent = today, 0 end
+local function totals()
+  local n, tokens, pending = 0, 0, 0
+  for _, e in pairs(entries) do
+    n = n + 1
+    tokens = tokens + e[3]
+    if e[5] ~= 1 then pending = pending + e[4] end
+  end
+  return n, tokens, pending
+end
+local function used(column, only_restricted)
+  local sum = 0
+  for _, e in pairs(entries) do
+    if e[6] == 1 or not only_restricted then
+      if column then sum = sum + e[column] else sum = sum + 1 end
+    end
+  end
+  return sum
+end
+local function save()
+  redis.call('HSET', KEYS[1], 'day', num(day), 'spent', num(spent))
+  redis.call('PEXPIRE', KEYS[1], ARGV[13])
+end
+local function window_wait(excess, column, only_restricted)
+  local releases = {}
+  for _, e in pairs(entries) do
+    if e[6] == 1 or not only_restricted then
+      local at = now + window
+      if e[5] == 1 then at = e[1] + window end
+      local amount = 1
+      if column then amount = e[column] end
+      releases[#releases + 1] = {at, amount}
+    end
+  end
+  table.sort(releases, function(a, b) return a[1] < b[1] end)
+  local freed = 0
+  for _, r in ipairs(releases) do
+    freed = freed + r[2]
+    if freed >= excess then return math.max(0, r[1] - now) end
+  end
+  return window
+end
+local function reply(granted, wait, reason)
+  local n, tokens, pending = totals()
+  return {granted, num(wait), reason, num(n), num(tokens), num(spent), num(pending)}
+end
+if op == 'state' then
+  return reply(0, 0, '')
+elseif op == 'release' then
+  local e = entries[rid]
+  if e == nil or e[5] == 1 then return reply(0, 0, '') end
+  entries[rid] = nil
+  redis.call('HDEL', KEYS[1], rid)
+  save()
+  return reply(1, 0, '')
+elseif op == 'settle' then
+  -- A reservation that lapsed meanwhile is unknown: count it as restricted (the cautious side).
+  local restricted = 1
+  if entries[rid] then restricted = entries[rid][6] end
+  entries[rid] = {now, 0, want_tokens, 0, 1, restricted}
+  spent = spent + want_cost
+  redis.call('HSET', KEYS[1], rid, num(now) .. ' 0 ' .. num(want_tokens) .. ' 0 1 ' .. restricted)
+  save()
+  return reply(1, 0, '')
+end
+local restricted = 0
+if share < 1 then restricted = 1 end
+local checks = {{'requests', cap_requests, 1, nil}, {'tokens', cap_tokens, want_tokens, 3}}
+for _, check in ipairs(checks) do
+  local reason, cap, amount, column = check[1], check[2], check[3], check[4]
+  if cap then
+    local limits = {{cap, false}}
+    if restricted == 1 then limits[2] = {cap * share, true} end
+    for _, limit in ipairs(limits) do
+      local held = used(column, limit[2])
+      if held + amount > limit[1] then
+        local wait = window_wait(held + amount - limit[1], column, limit[2])
+        local cursor = 'q' .. restricted
+        local at = math.max(now + wait, cursors[cursor] or 0)
+        redis.call('HSET', KEYS[1], cursor, num(at + amount * window / limit[1]))
+        save()
+        return reply(0, at - now, reason)
+      end
+    end
+  end
+end
+local n, tokens, pending = totals()
+if cap_cost then
+  local budget = cap_cost * share
+  if spent + want_cost > budget then
+    return reply(0, (day + 1) * day_seconds - now, 'cost')
+  end
+  if spent + pending + want_cost > budget then return reply(0, recheck, 'cost') end
+end
+entries[rid] = {now, now + lease, want_tokens, want_cost, 0, restricted}
+redis.call('HSET', KEYS[1], rid, num(now) .. ' ' .. num(now + lease) .. ' ' .. num(want_tokens)
+  .. ' ' .. num(want_cost) .. ' 0 ' .. restricted)
+save()
+return reply(1, 0, '')
 """
 
 # Idempotent for its owner: when a reply is lost (a timeout) redis-py retries the command, and a
@@ -163,6 +296,7 @@ class RedisStore(Store):
         self._release_script = self._client.register_script(_LOCK_RELEASE)
         self._acquire_script = self._client.register_script(_LOCK_ACQUIRE)
         self._pop_script = self._client.register_script(_POP_MANY)
+        self._quota_script = self._client.register_script(_QUOTA_SCRIPT)
         # One connection per thread for the value hot paths (see _direct).
         self._local = threading.local()
         self._dedicated: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
@@ -366,6 +500,62 @@ class RedisStore(Store):
                 keys=[full_key], args=[repr(rate), repr(burst), repr(tokens)]
             )
         return TokenGrant(bool(granted), float(wait), float(remaining))
+
+    # -- quota ledgers -------------------------------------------------------------------------
+
+    def _quota(
+        self,
+        op: str,
+        full_key: str,
+        reservation: str,
+        quota: Quota,
+        tokens: float = 0.0,
+        cost: float = 0.0,
+        share: float = 1.0,
+        lease: float = 1.0,
+    ) -> QuotaGrant:
+        caps = [
+            "" if cap is None else repr(float(cap))
+            for cap in (quota.requests, quota.tokens, quota.cost_per_day)
+        ]
+        args = [op, reservation, repr(quota.window), *caps, repr(tokens), repr(cost)]
+        args += [repr(share), repr(lease), repr(DAY), repr(PENDING_RECHECK), str(_ms(LEDGER_TTL))]
+        with self._guard():
+            granted, wait, reason, requests, used, spent, pending = self._quota_script(
+                keys=[full_key], args=args
+            )
+        return QuotaGrant(
+            granted=bool(granted),
+            wait_seconds=float(wait),
+            reason=(reason.decode() if isinstance(reason, bytes) else reason) or None,
+            requests=float(requests),
+            tokens=float(used),
+            cost_spent=float(spent),
+            cost_pending=float(pending),
+        )
+
+    def _reserve_quota(
+        self,
+        full_key: str,
+        reservation: str,
+        quota: Quota,
+        tokens: float,
+        cost: float,
+        share: float,
+        lease: float,
+    ) -> QuotaGrant:
+        return self._quota("reserve", full_key, reservation, quota, tokens, cost, share, lease)
+
+    def _settle_quota(
+        self, full_key: str, reservation: str, quota: Quota, tokens: float, cost: float
+    ) -> None:
+        self._quota("settle", full_key, reservation, quota, tokens, cost)
+
+    def _release_quota(self, full_key: str, reservation: str, quota: Quota) -> bool:
+        return self._quota("release", full_key, reservation, quota).granted
+
+    def _quota_state(self, full_key: str, quota: Quota) -> QuotaGrant:
+        return self._quota("state", full_key, "-", quota)
 
     # -- locks ---------------------------------------------------------------------------------
 

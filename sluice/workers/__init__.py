@@ -1,7 +1,9 @@
 """Task processing on Celery (guide section 2): priorities, handlers, batching, limits, dead letters.
 
-Names are loaded on first use (PEP 562), so importing one light submodule (``sluice.workers.embedded``,
-``sluice.workers.priority``) does not load Celery.
+Handlers and plain ``@sluice_task`` functions are Celery tasks built on :class:`SluiceTask`. Names are
+loaded on first use (PEP 562), so importing one light submodule (``sluice.workers.embedded``,
+``sluice.workers.priority``) does not load Celery. The handler names come through the task layer
+(:mod:`sluice.workers.task`), so a handler registered through them becomes its Celery task at once.
 """
 
 from __future__ import annotations
@@ -12,48 +14,50 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sluice.workers.batching import BatchResult, submit_batch
     from sluice.workers.deadletter import DeadLetterQueue
-    from sluice.workers.handlers import HandlerRegistry, TaskHandler, registry
-    from sluice.workers.priority import ALL_QUEUES, PRIORITY_QUEUES, Priority, route
+    from sluice.workers.priority import Priority, route
     from sluice.workers.queue import AsyncTaskQueue, TaskHandle
     from sluice.workers.ratelimit import RateLimiter, define_rate_limit, get_rate_limit
     from sluice.workers.submit import submit_task
+    from sluice.workers.task import SluiceTask, TaskHandler, registry, sluice_task
 
 _HOMES = {
-    "BatchResult": "batching",
-    "submit_batch": "batching",
-    "DeadLetterQueue": "deadletter",
-    "HandlerRegistry": "handlers",
-    "TaskHandler": "handlers",
-    "registry": "handlers",
-    "ALL_QUEUES": "priority",
-    "PRIORITY_QUEUES": "priority",
-    "Priority": "priority",
-    "route": "priority",
     "AsyncTaskQueue": "queue",
     "TaskHandle": "queue",
+    "TaskHandler": "task",
+    "registry": "task",
+    "Priority": "priority",
+    "route": "priority",
+    "submit_task": "submit",
+    "submit_batch": "batching",
+    "BatchResult": "batching",
+    "SluiceTask": "task",
+    "sluice_task": "task",
     "RateLimiter": "ratelimit",
     "define_rate_limit": "ratelimit",
     "get_rate_limit": "ratelimit",
-    "submit_task": "submit",
+    "DeadLetterQueue": "deadletter",
 }
 
-__all__ = [
-    "ALL_QUEUES",
-    "PRIORITY_QUEUES",
+__all__ = [  # noqa: RUF022 - grouped by purpose, as docs/architecture.md presents them
+    # the guide's queue
     "AsyncTaskQueue",
-    "BatchResult",
-    "DeadLetterQueue",
-    "HandlerRegistry",
-    "Priority",
-    "RateLimiter",
-    "TaskHandle",
     "TaskHandler",
+    "TaskHandle",
+    "Priority",
+    "registry",
+    # submitting
+    "submit_task",
+    "submit_batch",
+    "BatchResult",
+    "route",
+    # plain Celery tasks with sluice's features
+    "SluiceTask",
+    "sluice_task",
+    # limits and failures
+    "RateLimiter",
     "define_rate_limit",
     "get_rate_limit",
-    "registry",
-    "route",
-    "submit_batch",
-    "submit_task",
+    "DeadLetterQueue",
 ]
 
 

@@ -1,7 +1,7 @@
 """Explicit batches: payloads split into chunks of the handler's ``batch_size`` and run as a chord.
 
 The chord's body merges the chunks' entries back into submission order. An item that failed inside
-its chunk was handed to :func:`~sluice.workers.tasks.run_handler` to be retried (and dead-lettered)
+its chunk was handed to its handler's own task to be retried (and dead-lettered)
 alone, so its entry names that task; :class:`BatchResult` waits for those too and returns one value
 per payload, a :class:`~sluice.errors.TaskFailed` in the slot of an item that finally failed.
 """
@@ -18,9 +18,10 @@ from celery.result import AsyncResult, EagerResult
 from sluice.errors import InvalidInput, TaskFailed
 from sluice.settings import get_settings
 from sluice.workers import stats
+from sluice.workers.backend import polled_results
 from sluice.workers.priority import Priority, route
 from sluice.workers.results import await_ready, value_of, wait_ready
-from sluice.workers.submit import check_payload, resolve
+from sluice.workers.submit import check_payload, check_rate_limit, resolve
 
 
 class BatchResult:
@@ -81,6 +82,7 @@ def submit_batch(
     from sluice.workers.tasks import collect_batch, run_batch
 
     handler, level = resolve(name, priority)
+    check_rate_limit(handler.rate_limit)
     if isinstance(payloads, dict | str) or not isinstance(payloads, Sequence):
         raise InvalidInput("payloads must be a list of dicts")
     if not payloads:
@@ -101,4 +103,5 @@ def submit_batch(
     # chord_unlock poll runs at once instead of after Celery's default second (a falsy countdown
     # sets no ETA, so nothing else is delayed); later polls come every result_chord_retry_interval.
     body = collect_batch.signature((), **options)
-    return BatchResult(chord(header)(body, countdown=0), len(payloads))
+    with polled_results():  # BatchResult polls
+        return BatchResult(chord(header)(body, countdown=0), len(payloads))

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select
 from sluice.db import DeadLetterTask, session_scope, upgrade
 from sluice.db.engine import get_engine
 from sluice.errors import InvalidInput
+from sluice.workers import headers as hdr
 from sluice.workers.payload import storable, storable_text
 
 
@@ -104,11 +105,11 @@ class DeadLetterQueue:
     def replay(self, entry_id: int) -> str:
         """Submit the task again (its replay count raised); returns the new task id.
 
-        A replay that fails again comes back as a new entry with a higher ``replays``: replays are
-        explicit, so a poison task can never loop on its own.
+        The entry names a handler or a Celery task; the call is rebuilt from its payload by that
+        task (:meth:`~sluice.workers.SluiceTask.call_of`). A replay that fails again comes back as
+        a new entry with a higher ``replays``: replays are explicit, so a poison task can never
+        loop on its own.
         """
-        from sluice.workers.submit import submit_task
-
         with session_scope(self.database_url) as db:
             row = db.get(DeadLetterTask, entry_id)
             if row is None:
@@ -117,8 +118,13 @@ class DeadLetterQueue:
                 raise InvalidInput(
                     f"dead-letter entry {entry_id} was already replayed at {row.replayed_at}"
                 )
-            result = submit_task(
-                row.task_name, row.payload, row.priority, meta={"replays": row.replays + 1}
+            task = _task_named(row.task_name)
+            args, kwargs = task.call_of(row.payload)
+            result = task.apply_async(
+                args,
+                kwargs,
+                priority=row.priority,
+                headers={hdr.REPLAYS: row.replays + 1},
             )
             row.replayed_at = datetime.now(UTC)
             return str(result.id)
@@ -139,3 +145,19 @@ class DeadLetterQueue:
         with session_scope(self.database_url) as db:
             result = db.execute(delete(DeadLetterTask).where(DeadLetterTask.created_at < cutoff))
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _task_named(name: str) -> Any:
+    """The sluice task a dead letter names: a handler's, or a Celery task's own name."""
+    from sluice.celery import app
+    from sluice.workers.handlers import handler_task_name
+    from sluice.workers.loading import ensure_handlers_loaded
+
+    ensure_handlers_loaded()
+    task = app.tasks.get(handler_task_name(name)) or app.tasks.get(name)
+    if task is None or not hasattr(task, "call_of"):
+        raise InvalidInput(
+            f"dead letter names {name!r}, which is neither a registered handler nor a sluice task "
+            "in this process; add its module to SLUICE_HANDLER_MODULES"
+        )
+    return task

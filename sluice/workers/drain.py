@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
 
+from sluice.workers import headers as hdr
+from sluice.workers.handlers import handler_task_name
+from sluice.workers.loading import ensure_handlers_loaded
 from sluice.workers.priority import ALL_QUEUES
 from sluice.workers.stats import queue_depths
+from sluice.workers.submit import MICROBATCH
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ def drain(
     app: Any, progress: Callable[[int, int], None] | None = None, limit: int | None = None
 ) -> DrainReport:
     """Execute queued messages until the queues are empty (or ``limit`` ran)."""
-    app.loader.import_default_modules()
+    ensure_handlers_loaded()
     total = sum(queue_depths(app).values())
     report = DrainReport()
     notify = progress or (lambda done, total: None)
@@ -44,16 +48,21 @@ def drain(
                     except Empty:
                         break
                     task_name = message.headers.get("task", "")
-                    # A micro-batch message holds one payload: run it like a single task.
-                    task = app.tasks.get(
-                        "sluice.run_handler" if task_name == "sluice.microbatch" else task_name
-                    )
+                    task = app.tasks.get(task_name)
                     if task is None:  # not ours to run: leave it for a worker that knows it
                         message.requeue()
                         report.skipped[task_name] = report.skipped.get(task_name, 0) + 1
                         break
                     args, kwargs, _embed = message.decode()
-                    outcome = task.apply(args, kwargs, task_id=message.headers.get("id"))
+                    if task_name == MICROBATCH:  # one buffered payload: run its handler's task
+                        task = app.tasks[handler_task_name(args[0])]
+                        args, kwargs = [args[1]], {}
+                    sluice_headers = {
+                        k: message.headers[k] for k in hdr.ALL if k in message.headers
+                    }
+                    outcome = task.apply(
+                        args, kwargs, task_id=message.headers.get("id"), headers=sluice_headers
+                    )
                     message.ack()
                     if outcome.failed():
                         report.failed += 1

@@ -1,10 +1,11 @@
 """TaskHandler, the guide's unit of work, and the registry every worker process reads.
 
 A handler is a class with a ``task_name`` and an ``execute`` method (sync or ``async``); handlers
-that can process many payloads in one call also implement ``execute_batch``. Handlers register by
-instantiation into :data:`registry`; worker processes import the modules that define them (the
-built-in ones plus ``SLUICE_HANDLER_MODULES``) when they start, so a name submitted anywhere resolves
-in every worker.
+that can process many payloads in one call also implement ``execute_batch``. Handlers register into
+:data:`registry`, which makes each one its own Celery task, ``sluice.handlers.<task_name>``
+(:mod:`sluice.workers.task`); worker processes import the modules that define them (those of the
+Celery app's ``include`` list and of ``SLUICE_HANDLER_MODULES``) when they start, so a name
+submitted anywhere resolves in every worker.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ import importlib
 import inspect
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from sluice.errors import ConfigurationError, InvalidInput
 from sluice.workers.priority import Priority
 
 log = logging.getLogger(__name__)
+#: Prefix of every handler's Celery task name.
+HANDLER_PREFIX = "sluice.handlers."
+
+
+def handler_task_name(name: str) -> str:
+    """The Celery task name of handler ``name`` (what Flower and ``inspect registered`` show)."""
+    return HANDLER_PREFIX + name
 
 
 class TaskHandler:
@@ -85,7 +93,16 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, TaskHandler] = {}
+        self._listeners: list[Callable[[TaskHandler], object]] = []
         self._lock = threading.Lock()
+
+    def on_register(self, listener: Callable[[TaskHandler], object]) -> None:
+        """Call ``listener`` with every handler registered so far and from now on."""
+        with self._lock:
+            self._listeners.append(listener)
+            known = list(self._handlers.values())
+        for handler in known:
+            listener(handler)
 
     def register(self, handler: TaskHandler) -> TaskHandler:
         if not isinstance(handler, TaskHandler):
@@ -97,6 +114,9 @@ class HandlerRegistry:
             raise InvalidInput(f"{type(handler).__name__}.task_name must be a non-empty string")
         with self._lock:
             self._handlers[name] = handler
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(handler)
         return handler
 
     def get(self, name: str) -> TaskHandler:
@@ -122,7 +142,7 @@ def load_handler_modules(modules: Iterable[str]) -> None:
     for module in modules:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except Exception as exc:  # whatever the module raised: a worker must not start without it
             raise ConfigurationError(
-                f"SLUICE_HANDLER_MODULES: cannot import {module!r}: {exc}"
-            ) from None
+                f"SLUICE_HANDLER_MODULES: cannot import {module!r}: {type(exc).__name__}: {exc}"
+            ) from exc

@@ -6,6 +6,7 @@ and prefetch 1, so a worker always takes from the most urgent non-empty queue fi
 
 from __future__ import annotations
 
+import functools
 from enum import IntEnum
 
 from sluice.errors import InvalidInput
@@ -24,7 +25,7 @@ class Priority(IntEnum):
     @property
     def queue(self) -> str:
         """The Celery queue that carries tasks of this priority."""
-        return self.name.lower()
+        return _QUEUES[self]
 
     @classmethod
     def parse(cls, value: Priority | str | int) -> Priority:
@@ -45,6 +46,7 @@ class Priority(IntEnum):
         raise InvalidInput(f"unknown priority {value!r}; use one of {names}")
 
 
+_QUEUES = {level: level.name.lower() for level in Priority}
 #: Queues in the order a priority worker drains them (most urgent first).
 PRIORITY_QUEUES: tuple[str, ...] = ("critical", "high", "normal", "low")
 #: Every queue sluice declares.
@@ -68,4 +70,10 @@ def broker_priority(level: Priority) -> int:
 def route(priority: Priority | str | int) -> dict[str, object]:
     """``apply_async`` options that send a task to the queue of ``priority``."""
     level = Priority.parse(priority)
-    return {"queue": level.queue, "priority": broker_priority(level)}
+    return dict(_routes(get_settings().broker_url)[level])
+
+
+@functools.cache
+def _routes(broker_url: str) -> dict[Priority, dict[str, object]]:
+    # Worked out once per broker: route() is on the path of every submission.
+    return {level: {"queue": level.queue, "priority": broker_priority(level)} for level in Priority}

@@ -1,7 +1,9 @@
 """Submission: validate at the door, then publish (or run inline when async processing is off).
 
-Nothing is enqueued for an unknown handler, a payload that is not JSON, or one over the size limit:
-the caller gets a clear error instead of a task that can only fail later.
+Nothing is enqueued for an unknown handler, a payload that is not JSON, one over the size limit, a
+priority out of range or an unknown rate-limit name: the caller gets a clear error instead of a task
+that can only fail later. Handler payloads and plain sluice tasks' arguments go through the same
+:func:`check_payload`.
 """
 
 from __future__ import annotations
@@ -10,22 +12,47 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from sluice.errors import InvalidInput
+from sluice.errors import ConfigurationError, InvalidInput
 from sluice.settings import get_settings
 from sluice.workers import stats
-from sluice.workers.handlers import TaskHandler, registry
+from sluice.workers.backend import polled_results
+from sluice.workers.handlers import TaskHandler, handler_task_name, registry
 from sluice.workers.loading import ensure_handlers_loaded
 from sluice.workers.payload import check_json_object
 from sluice.workers.priority import Priority, route
+from sluice.workers.ratelimit import get_rate_limit
+
+#: The task that buffers single BATCH payloads in the batch workers (:mod:`sluice.workers.tasks`).
+MICROBATCH = "sluice.microbatch"
 
 
-def check_payload(payload: Any, meta: Any = None) -> None:
-    """Raise :class:`InvalidInput` unless ``payload`` (and ``meta``, when given) is a JSON object
-    every hop carries unchanged, within the size limit (see :mod:`sluice.workers.payload`)."""
+def check_payload(payload: Any, headers: Any = None) -> None:
+    """Raise :class:`InvalidInput` unless ``payload`` (and the caller's message ``headers``, when
+    given) is a JSON object every hop carries unchanged, within the size limit (see
+    :mod:`sluice.workers.payload`)."""
     limit = get_settings().max_payload_bytes
     check_json_object(payload, "payload", limit)
-    if meta is not None:
-        check_json_object(meta, "meta", limit)
+    if headers is not None:
+        check_json_object(headers, "headers", limit)
+
+
+def check_countdown(countdown: Any) -> None:
+    """Raise :class:`InvalidInput` unless ``countdown`` is None or within ``SLUICE_MAX_COUNTDOWN``."""
+    if countdown is None:
+        return
+    limit = get_settings().max_countdown
+    if not (isinstance(countdown, int | float) and 0 <= countdown <= limit):
+        raise InvalidInput(f"countdown must be between 0 and {limit:g} seconds, got {countdown!r}")
+
+
+def check_rate_limit(name: str | None) -> None:
+    """Raise :class:`InvalidInput` unless ``name`` is None or a defined global rate limit."""
+    if name is None:
+        return
+    try:
+        get_rate_limit(name)
+    except ConfigurationError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def resolve(name: str, priority: Priority | str | int | None) -> tuple[TaskHandler, Priority]:
@@ -35,30 +62,51 @@ def resolve(name: str, priority: Priority | str | int | None) -> tuple[TaskHandl
     return handler, Priority.parse(handler.priority if priority is None else priority)
 
 
+def handler_task(name: str) -> Any:
+    """The Celery task of handler ``name`` (``InvalidInput`` if no such handler is registered)."""
+    from sluice.celery import app
+
+    resolve(name, None)
+    return app.tasks[handler_task_name(name)]
+
+
 def submit_task(
     name: str,
     payload: dict[str, Any],
     priority: Priority | str | int | None = None,
-    meta: dict[str, Any] | None = None,
     countdown: float | None = None,
 ) -> AsyncResult:
     """Publish one payload for handler ``name``; returns its result handle.
 
-    BATCH submissions of handlers that support batching go to the micro-batching task, which
+    The same as ``handler_task(name).apply_async((payload,), priority=..., countdown=...)``, except
+    that BATCH submissions of handlers that support batching go to the micro-batching task, which
     buffers them in the batch workers. With ``ASYNC_PROCESSING_ENABLED=false`` the task runs
     inline, with the same retry and dead-letter rules.
     """
-    from sluice.workers.tasks import microbatch, run_handler
+    from sluice.celery import app
 
     handler, level = resolve(name, priority)
-    check_payload(payload, meta)
-    if countdown is not None and not 0 <= countdown <= get_settings().max_countdown:
-        raise InvalidInput(
-            f"countdown must be between 0 and {get_settings().max_countdown:g} seconds"
-        )
-    args = (name, payload, {**(meta or {}), "priority": int(level)})
-    stats.record("submitted", level.queue, name)
+    if level is Priority.BATCH and handler.supports_batch():
+        return _submit_micro(handler, name, payload, countdown)
+    task = app.tasks[handler_task_name(name)]
+    return task.apply_async((payload,), priority=level, countdown=countdown)
+
+
+def _submit_micro(
+    handler: TaskHandler, name: str, payload: dict[str, Any], countdown: float | None
+) -> AsyncResult:
+    """One BATCH payload for the micro-batching task (inline: its handler's task, at once)."""
+    from sluice.celery import app
+
     if not get_settings().async_processing_enabled:
-        return run_handler.apply(args)
-    task = microbatch if level is Priority.BATCH and handler.supports_batch() else run_handler
-    return task.apply_async(args, countdown=countdown, **route(level))
+        return handler_task(name).apply_async((payload,), priority=Priority.BATCH)
+    check_payload(payload)
+    check_countdown(countdown)
+    check_rate_limit(handler.rate_limit)
+    stats.record("submitted", Priority.BATCH.queue, name)
+    with polled_results():
+        return app.tasks[MICROBATCH].apply_async(
+            (name, payload, {"priority": int(Priority.BATCH)}),
+            countdown=countdown,
+            **route(Priority.BATCH),
+        )

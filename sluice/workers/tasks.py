@@ -1,188 +1,50 @@
-"""The Celery tasks that run handlers: singly, as chord chunks, and as micro-batches.
+"""The Celery tasks around handlers: chord chunks, their merge, micro-batches, dead-letter pruning.
 
-Every failure goes through one path: retried with exponential backoff and jitter up to the handler's
-``max_retries``, then written to the dead-letter table with its payload and attempt history, never
-dropped. A rate-limited handler that finds no token re-publishes its message for when one will be
-available (same task id, same retry count) instead of sleeping in a worker slot.
+Each handler is its own task (``sluice.handlers.<name>``, :mod:`sluice.workers.task`); the tasks
+here run many payloads of one handler in one ``execute_batch`` call. An item that fails inside a
+batch is handed to its handler's own task to be retried (and dead-lettered) alone. Importing this
+module (it is in the Celery app's ``include`` list) loads ``SLUICE_HANDLER_MODULES``: a module
+that cannot be imported stops the worker from starting, with that module's error.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
 import traceback
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
+from celery.signals import task_unknown
 from celery_batches import Batches, SimpleRequest
 
 from sluice.celery import app
-from sluice.errors import InvalidInput, SluiceError, TaskFailed
-from sluice.monitoring.recorder import observe_task
+from sluice.errors import InvalidInput, RetryLater, SluiceError, TaskFailed
 from sluice.settings import get_settings
+from sluice.taskcontext import current_priority
+from sluice.workers import headers as hdr
 from sluice.workers import stats
-from sluice.workers.handlers import TaskHandler, registry, run_maybe_async
-from sluice.workers.loading import ensure_handlers_loaded
+from sluice.workers.deadletter import DeadLetterQueue
+from sluice.workers.handlers import (
+    HANDLER_PREFIX,
+    TaskHandler,
+    load_handler_modules,
+    registry,
+    run_maybe_async,
+)
 from sluice.workers.priority import Priority, route
-from sluice.workers.ratelimit import get_rate_limit
+from sluice.workers.submit import MICROBATCH, handler_task
+from sluice.workers.task import attempt_record, backoff_seconds, take_token
 
 log = logging.getLogger(__name__)
-#: Attempts kept in a task's history (the newest).
-HISTORY_LIMIT = 20
 
-ensure_handlers_loaded()
-
-
-def backoff_seconds(handler: TaskHandler, attempt: int) -> float:
-    """Exponential backoff with full jitter for retry number ``attempt`` (0-based)."""
-    ceiling = min(handler.backoff_max, handler.backoff * (2**attempt), get_settings().max_countdown)
-    return random.uniform(ceiling / 2, ceiling)
+load_handler_modules(get_settings().handler_modules)
 
 
 def _level(meta: dict[str, Any], handler: TaskHandler) -> Priority:
     return Priority.parse(meta.get("priority", int(handler.priority)))
-
-
-def _attempt_record(attempt: int, exc: BaseException) -> dict[str, Any]:
-    return {
-        "attempt": attempt,
-        "error": f"{type(exc).__name__}: {exc}",
-        "at": datetime.now(UTC).isoformat(),
-    }
-
-
-def dead_letter(
-    task_id: str,
-    name: str,
-    payload: dict[str, Any],
-    meta: dict[str, Any],
-    exc: BaseException,
-    attempts: int,
-) -> TaskFailed:
-    """Record a task that will not be retried again; returns the error to raise in its place."""
-    from sluice.workers.deadletter import DeadLetterQueue
-
-    handler_priority = meta.get("priority", int(Priority.NORMAL))
-    level = Priority.parse(handler_priority)
-    error = f"{type(exc).__name__}: {exc}"
-    entry = DeadLetterQueue().add(
-        task_id=task_id,
-        task_name=name,
-        payload=payload,
-        error=error,
-        traceback="".join(traceback.format_exception(exc)),
-        queue=level.queue,
-        priority=int(level),
-        attempts=attempts,
-        history=meta.get("history", []),
-        replays=int(meta.get("replays", 0)),
-    )
-    stats.record("failed", level.queue, name)
-    stats.record("dead_lettered", level.queue, name)
-    log.error(
-        "task %s (%s) dead-lettered as #%d after %d attempts: %s",
-        task_id,
-        name,
-        entry,
-        attempts,
-        error,
-    )
-    return TaskFailed(
-        f"{name} failed after {attempts} attempts ({error}); dead-letter entry #{entry}"
-    )
-
-
-def _take_token(task: Task, handler: TaskHandler, name: str, args: tuple[Any, ...]) -> None:
-    """Block until the handler's rate limit grants a token, without holding a worker slot."""
-    if not handler.rate_limit:
-        return
-    limiter = get_rate_limit(handler.rate_limit)
-    while True:
-        grant = limiter.take()
-        if grant.granted:
-            return
-        stats.record("rate_limited", handler.priority.queue, name)
-        wait = min(grant.wait_seconds, get_settings().max_countdown)
-        if task.request.is_eager:  # inline mode: the caller's thread is the only slot there is
-            time.sleep(wait)
-            continue
-        # Same id, same retry count: a rate-limit wait is not a failed attempt.
-        task.signature_from_request(
-            task.request, args, {}, countdown=wait, retries=task.request.retries
-        ).apply_async()
-        raise Ignore()
-
-
-#: How long a task waits to try again when even its dead-letter entry could not be written.
-DEAD_LETTER_RETRY_SECONDS = 30.0
-
-
-def _give_up(
-    task: Task,
-    name: str,
-    payload: dict[str, Any],
-    meta: dict[str, Any],
-    exc: BaseException,
-    attempts: int,
-) -> BaseException:
-    """Dead-letter the task; if the dead-letter table is unreachable too, keep the message instead.
-
-    A task must never vanish: with the database down, the message is published again for later
-    (same id, same retry count) rather than acknowledged as failed with no record of it.
-    """
-    try:
-        return dead_letter(task.request.id, name, payload, meta, exc, attempts)
-    except Exception as store_error:
-        if task.request.is_eager:
-            raise
-        wait = min(DEAD_LETTER_RETRY_SECONDS, get_settings().max_countdown)
-        log.error(
-            "task %s (%s) could not be dead-lettered (%s); trying again in %.0fs",
-            task.request.id, name, store_error, wait,
-        )  # fmt: skip
-        task.signature_from_request(
-            task.request, (name, payload, meta), {}, countdown=wait, retries=task.request.retries
-        ).apply_async()
-        return Ignore()
-
-
-@app.task(bind=True, name="sluice.run_handler", max_retries=None, acks_late=True)
-def run_handler(
-    self: Task, name: str, payload: dict[str, Any], meta: dict[str, Any] | None = None
-) -> Any:
-    """Run one payload through its handler, with retries, rate limiting and dead-lettering."""
-    meta = dict(meta or {})
-    try:
-        handler = registry.get(name)
-    except InvalidInput as exc:  # this worker does not know the handler: keep it for replay
-        raise _give_up(self, name, payload, meta, exc, self.request.retries + 1) from None
-    level = _level(meta, handler)
-    _take_token(self, handler, name, (name, payload, meta))
-    stats.adjust_running(1)
-    try:
-        with observe_task(level.queue, name):
-            result = run_maybe_async(handler.execute(payload))
-        json.dumps(result)  # a result Celery cannot store is a handler bug: fail it here, visibly
-    except Exception as exc:
-        attempt = self.request.retries + 1
-        meta["history"] = [*meta.get("history", []), _attempt_record(attempt, exc)][-HISTORY_LIMIT:]
-        if self.request.retries < handler.max_retries:
-            stats.record("retries", level.queue, name)
-            raise self.retry(
-                args=(name, payload, meta),
-                countdown=backoff_seconds(handler, self.request.retries),
-                exc=exc,
-            ) from exc
-        raise _give_up(self, name, payload, meta, exc, attempt) from exc
-    finally:
-        stats.adjust_running(-1)
-    stats.record("completed", level.queue, name)
-    return result
 
 
 def execute_batch_safely(handler: TaskHandler, payloads: list[dict[str, Any]]) -> list[Any]:
@@ -205,27 +67,77 @@ def execute_batch_safely(handler: TaskHandler, payloads: list[dict[str, Any]]) -
         return [exc] * len(payloads)
 
 
+def _retry_headers(level: Priority, exc: BaseException) -> dict[str, Any]:
+    return {hdr.PRIORITY: int(level), hdr.HISTORY: [attempt_record(1, exc)]}
+
+
+def _dead_letter_unretried(
+    task_id: str, name: str, payload: dict[str, Any], level: Priority, exc: BaseException
+) -> TaskFailed:
+    """Dead-letter a batch item whose handler allows no retry (attempt 1 was its last)."""
+    entry = DeadLetterQueue().add(
+        task_id=task_id,
+        task_name=name,
+        payload=payload,
+        error=f"{type(exc).__name__}: {exc}",
+        traceback="".join(traceback.format_exception(exc)),
+        queue=level.queue,
+        priority=int(level),
+        attempts=1,
+        history=[attempt_record(1, exc)],
+    )
+    stats.record("failed", level.queue, name)
+    stats.record("dead_lettered", level.queue, name)
+    return TaskFailed(f"{name} failed after 1 attempt ({exc}); dead-letter entry #{entry}")
+
+
 def retry_alone(
     name: str,
     payload: dict[str, Any],
-    meta: dict[str, Any],
+    level: Priority,
     exc: BaseException,
     task_id: str | None = None,
 ) -> Any:
-    """Send one failed batch item through :func:`run_handler` (attempt 1 already used)."""
+    """Send one failed batch item to its handler's task (attempt 1 already used)."""
     handler = registry.get(name)
-    meta = {**meta, "history": [_attempt_record(1, exc)]}
-    level = _level(meta, handler)
+    if isinstance(exc, RetryLater):  # not a failure: run it alone once the wait is over
+        return handler_task(name).apply_async(
+            (payload,),
+            task_id=task_id,
+            countdown=min(exc.wait_seconds, get_settings().max_countdown),
+            headers={hdr.PRIORITY: int(level)},
+        )
     if handler.max_retries < 1:
-        raise dead_letter(task_id or "batch-item", name, payload, meta, exc, 1)
+        raise _dead_letter_unretried(task_id or "batch-item", name, payload, level, exc)
     stats.record("retries", level.queue, name)
-    return run_handler.apply_async(
-        (name, payload, meta),
+    return handler_task(name).apply_async(
+        (payload,),
         task_id=task_id,
         retries=1,
-        countdown=backoff_seconds(handler, 0),
-        **route(level),
+        countdown=backoff_seconds(handler.backoff, handler.backoff_max, 0),
+        headers=_retry_headers(level, exc),
     )
+
+
+def inline_retry(name: str, payload: dict[str, Any], level: Priority, exc: BaseException) -> Any:
+    """Inline mode's :func:`retry_alone`: run the item's remaining attempts now."""
+    if registry.get(name).max_retries < 1:
+        raise _dead_letter_unretried("batch-item", name, payload, level, exc)
+    outcome = handler_task(name).apply((payload,), retries=1, headers=_retry_headers(level, exc))
+    if outcome.failed():
+        raise (
+            outcome.result
+            if isinstance(outcome.result, TaskFailed)
+            else TaskFailed(str(outcome.result))
+        )
+    return outcome.result
+
+
+def _republish(task: Task, args: tuple[Any, ...], level: Priority, wait: float) -> None:
+    # Same id, same retry count: a rate-limit wait is not a failed attempt.
+    task.signature_from_request(
+        task.request, args, {}, countdown=wait, retries=task.request.retries, **route(level)
+    ).apply_async()
 
 
 @app.task(bind=True, name="sluice.run_batch", acks_late=True)
@@ -239,12 +151,19 @@ def run_batch(
     """
     meta = dict(meta or {})
     handler = registry.get(name)
-    _take_token(self, handler, name, (name, items, meta))
-    payloads = [payload for _, payload in items]
-    results = execute_batch_safely(handler, payloads)
     level = _level(meta, handler)
+    while wait := take_token(handler.rate_limit, level, name):
+        if not self.request.is_eager:
+            _republish(self, (name, items, meta), level, wait)
+            raise Ignore()
+        time.sleep(wait)
+    token = current_priority.set(int(level))
+    try:
+        results = execute_batch_safely(handler, [payload for _, payload in items])
+    finally:
+        current_priority.reset(token)
     entries: list[dict[str, Any]] = []
-    # Items that failed here are counted by run_handler when their retry completes.
+    # Items that failed here are counted by their handler's task when their retry completes.
     done = sum(1 for result in results if not isinstance(result, BaseException))
     for (index, payload), result in zip(items, results, strict=True):
         if not isinstance(result, BaseException):
@@ -252,30 +171,19 @@ def run_batch(
         elif self.request.is_eager:
             try:
                 entries.append(
-                    {"index": index, "result": inline_retry(name, payload, meta, result)}
+                    {"index": index, "result": inline_retry(name, payload, level, result)}
                 )
             except TaskFailed as failure:
                 entries.append({"index": index, "error": str(failure)})
         else:
-            entries.append({"index": index, "task_id": retry_alone(name, payload, meta, result).id})
+            try:
+                retried = retry_alone(name, payload, level, result)
+                entries.append({"index": index, "task_id": retried.id})
+            except TaskFailed as failure:
+                entries.append({"index": index, "error": str(failure)})
     stats.record("batches_processed", level.queue, name)
     stats.record("completed", level.queue, name, done)
     return entries
-
-
-def inline_retry(
-    name: str, payload: dict[str, Any], meta: dict[str, Any], exc: BaseException
-) -> Any:
-    """Inline mode's :func:`retry_alone`: run the item's remaining attempts now."""
-    meta = {**meta, "history": [_attempt_record(1, exc)]}
-    outcome = run_handler.apply((name, payload, meta), retries=1)
-    if outcome.failed():
-        raise (
-            outcome.result
-            if isinstance(outcome.result, TaskFailed)
-            else TaskFailed(str(outcome.result))
-        )
-    return outcome.result
 
 
 @app.task(name="sluice.collect_batch")
@@ -286,7 +194,7 @@ def collect_batch(chunks: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 @app.task(
     base=Batches,
-    name="sluice.microbatch",
+    name=MICROBATCH,
     flush_every=get_settings().batch_flush_every,
     flush_interval=get_settings().batch_flush_interval,
     acks_late=True,
@@ -305,8 +213,8 @@ def microbatch(requests: list[SimpleRequest]) -> None:
             handler = registry.get(name)
         except InvalidInput as exc:
             for request in group:
-                failure = dead_letter(
-                    request.id, name, request.args[1], dict(request.args[2] or {}), exc, 1
+                failure = _dead_letter_unretried(
+                    request.id, name, request.args[1], Priority.BATCH, exc
                 )
                 app.backend.mark_as_failure(request.id, failure, request=request)
             continue
@@ -315,23 +223,23 @@ def microbatch(requests: list[SimpleRequest]) -> None:
 
 
 def _run_micro_chunk(handler: TaskHandler, name: str, requests: list[SimpleRequest]) -> None:
-    if handler.rate_limit:
-        grant = get_rate_limit(handler.rate_limit).take()
-        if not grant.granted:
-            wait = min(grant.wait_seconds, get_settings().max_countdown)
-            for request in requests:
-                microbatch.apply_async(
-                    request.args, task_id=request.id, countdown=wait, **route(Priority.BATCH)
-                )
-            stats.record("rate_limited", "batch", name, len(requests))
-            return
-    results = execute_batch_safely(handler, [r.args[1] for r in requests])
+    wait = take_token(handler.rate_limit, Priority.BATCH, name)
+    if wait:
+        for request in requests:
+            microbatch.apply_async(
+                request.args, task_id=request.id, countdown=wait, **route(Priority.BATCH)
+            )
+        return
+    token = current_priority.set(int(Priority.BATCH))
+    try:
+        results = execute_batch_safely(handler, [r.args[1] for r in requests])
+    finally:
+        current_priority.reset(token)
     done = 0
     for request, result in zip(requests, results, strict=True):
-        meta = dict(request.args[2] or {})
         if isinstance(result, BaseException):
             try:
-                retry_alone(name, request.args[1], meta, result, task_id=request.id)
+                retry_alone(name, request.args[1], Priority.BATCH, result, task_id=request.id)
             except SluiceError as failure:
                 app.backend.mark_as_failure(request.id, failure, request=request)
         else:
@@ -344,6 +252,38 @@ def _run_micro_chunk(handler: TaskHandler, name: str, requests: list[SimpleReque
 @app.task(name="sluice.prune_dead_letters")
 def prune_dead_letters(older_than_days: float | None = None) -> int:
     """Delete dead-letter entries past the retention period (beat, daily)."""
-    from sluice.workers.deadletter import DeadLetterQueue
-
     return DeadLetterQueue().prune(older_than_days or get_settings().retention_days)
+
+
+@task_unknown.connect(weak=False)
+def dead_letter_unknown_task(
+    name: str | None = None, id: str | None = None, message: Any = None, **_: Any
+) -> None:
+    """Keep a message for a task this worker does not know as a dead letter, never drop it.
+
+    Celery rejects such a message (and fails its result with ``NotRegistered``); the entry keeps
+    its payload so ``sluice dlq replay`` can send it again once a worker has the task.
+    """
+    try:
+        args, kwargs, _embed = message.decode()
+        priority = int(message.headers.get(hdr.PRIORITY, int(Priority.NORMAL)))
+        level = Priority.parse(priority)
+        handler = str(name).removeprefix(HANDLER_PREFIX)
+        if str(name).startswith(HANDLER_PREFIX) and len(args) == 1 and not kwargs:
+            label, payload = handler, args[0]
+        else:
+            label, payload = str(name), {"args": list(args), "kwargs": dict(kwargs)}
+        entry = DeadLetterQueue().add(
+            task_id=str(id),
+            task_name=label,
+            payload=payload,
+            error=f"NotRegistered: no task named {name!r} in this worker "
+            "(is its module in SLUICE_HANDLER_MODULES?)",
+            queue=level.queue,
+            priority=int(level),
+        )
+        stats.record("failed", level.queue, label)
+        stats.record("dead_lettered", level.queue, label)
+        log.error("message %s for unknown task %s kept as dead letter #%d", id, name, entry)
+    except Exception:
+        log.exception("message %s for unknown task %s could not be dead-lettered", id, name)

@@ -65,7 +65,7 @@ def test_flower_shows_sluice_workers_queues_and_tasks(
         assert name.startswith("mon-")
         consuming = {q["name"] for q in info["active_queues"]}
         assert consuming == {"critical", "high", "normal", "low"}
-        assert "sluice.run_handler" in info["registered"]
+        assert "sluice.handlers.mon_echo" in info["registered"]
 
         submitted = subprocess.run(
             [sys.executable, "-c", SUBMIT], env=env, cwd=ROOT, capture_output=True, text=True,
@@ -82,8 +82,8 @@ def test_flower_shows_sluice_workers_queues_and_tasks(
             time.sleep(0.5)
         assert done == ids
         task = tasks[next(iter(ids))]
-        assert task["name"] == "sluice.run_handler"
-        assert task["routing_key"] == "high" and "mon_echo" in task["args"]
+        assert task["name"] == "sluice.handlers.mon_echo"
+        assert task["routing_key"] == "high" and "'n'" in task["args"]
     finally:
         if worker is not None:
             stop(worker)

@@ -44,7 +44,7 @@ for r in broken:
     r.get(timeout=60, propagate=False)
 # Three messages nobody consumes, at three priorities: three Redis sub-lists of the "low" queue.
 for priority in (0, 5, 9):
-    app.send_task("sluice.run_handler", ("mon_echo", {}, {}), queue="low", priority=priority)
+    app.send_task("sluice.handlers.mon_echo", ({},), queue="low", priority=priority)
 
 cache = get_ai_cache().sync
 cache.set_analysis("print(1)", "python", None, {"ok": True})

@@ -33,15 +33,15 @@ def _nested(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-def _body(name: str, payload_json: str) -> str:
-    """A Celery protocol-2 body for ``sluice.run_handler(name, payload, meta)``, as text."""
-    return f'[[{json.dumps(name)}, {payload_json}, {{"priority": 5}}], {{}}, {json.dumps(EMBED)}]'
+def _body(payload_json: str) -> str:
+    """A Celery protocol-2 body for a handler task ``sluice.handlers.<name>(payload)``, as text."""
+    return f"[[{payload_json}], {{}}, {json.dumps(EMBED)}]"
 
 
 def _publish(
     broker_url: str,
     body: str | bytes,
-    task: str | None = "sluice.run_handler",
+    task: str | None = "sluice.handlers.t_record",
     content_type: str = "application/json",
 ) -> str:
     task_id = str(uuid.uuid4())
@@ -104,23 +104,25 @@ def test_poison_messages_are_dead_lettered_raw_and_the_worker_keeps_serving(
 ) -> None:
     poison = {
         # decodes, but the pool's pickling of it would exceed the recursion limit
-        "pickling": _body("t_record", _nested(600)),
+        "pickling": _body(_nested(600)),
         # does not decode at all
-        "decoding": _body("t_record", _nested(10_000)),
+        "decoding": _body(_nested(10_000)),
         "not JSON": b"\xff{[not json",
-        "truncated": _body("t_record", _nested(3))[:-5],
+        "truncated": _body(_nested(3))[:-5],
     }
     ids = {what: _publish(redis_broker_url, body) for what, body in poison.items()}
     # Refused content type (pickle: never loaded), and a JSON body with no task header.
-    poison["pickle"] = pickle.dumps(["t_record", {"id": "pickled"}, {}])
+    poison["pickle"] = pickle.dumps([[{"id": "pickled"}], {}, EMBED])
     ids["pickle"] = _publish(
         redis_broker_url, poison["pickle"], content_type="application/x-python-serialize"
     )
     poison["no task"] = '{"hello": "world"}'
     ids["no task"] = _publish(redis_broker_url, poison["no task"], task=None)
     # PostgreSQL's JSON has no NaN: the failing task's dead letter must still be written, once.
-    nan_id = _publish(redis_broker_url, _body("t_poison", '{"id": "nan", "x": NaN}'))
-    after_id = _publish(redis_broker_url, _body("t_record", '{"id": "after", "label": "after"}'))
+    nan_id = _publish(
+        redis_broker_url, _body('{"id": "nan", "x": NaN}'), task="sluice.handlers.t_poison"
+    )
+    after_id = _publish(redis_broker_url, _body('{"id": "after", "label": "after"}'))
 
     worker = WorkerProcess(env, tmp_path / "worker.log", queues="normal", concurrency=1)
     client = Celery(broker=redis_broker_url, backend=redis_broker_url, set_as_current=False)

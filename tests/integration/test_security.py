@@ -47,7 +47,10 @@ def test_pickled_celery_message_is_refused_never_executed(
         # An attacker with write access to the broker, using any Celery client.
         attacker = Celery(broker=redis_broker_url, set_as_current=False)
         attacker.send_task(
-            "sluice.run_handler", args=[_Marker(str(marker))], queue="critical", serializer="pickle"
+            "sluice.handlers.analysis",
+            args=[_Marker(str(marker))],
+            queue="critical",
+            serializer="pickle",
         )
         attacker.close()
         deadline = time.monotonic() + 20

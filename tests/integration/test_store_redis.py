@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import pickle
+import time
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
 
 from sluice.errors import BackendUnavailable, CodecError
-from sluice.store import RedisStore
-from tests.store_contract import StoreContract, StoreSpec
+from sluice.store import DiskStore, RedisStore
+from tests.store_contract import QUOTA_OPS, StoreContract, StoreSpec, apply_quota_ops
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +188,16 @@ def test_close_disconnects_the_thread_connections(redis_url: str, key_prefix: st
     assert conns and all(c._sock is not None for c in conns)
     store.close()
     assert all(c._sock is None for c in conns)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=QUOTA_OPS)
+def test_the_lua_ledger_matches_the_python_one(
+    redis_store: RedisStore, tmp_path: Path, ops: list[Any]
+) -> None:
+    """The Redis script and ``sluice.store.quota.Ledger`` (the disk store's) are twins."""
+    key = f"twin-{time.monotonic_ns()}"
+    with DiskStore(tmp_path / "disk", prefix="twin:") as disk:
+        assert apply_quota_ops(redis_store, key, ops) == apply_quota_ops(disk, key, ops)

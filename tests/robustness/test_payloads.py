@@ -18,7 +18,7 @@ from kombu.serialization import dumps
 from sluice.errors import InvalidInput, TaskFailed
 from sluice.workers import DeadLetterQueue, TaskHandler, registry, submit_task
 from sluice.workers.payload import MAX_DEPTH, fits, storable
-from sluice.workers.submit import check_payload
+from sluice.workers.submit import check_payload, handler_task
 from tests.robustness.contract import EXAMPLES, keeps_contract
 from tests.robustness.strategies import nested, payloads, plain
 from tests.worker_fixtures import settings_env
@@ -124,13 +124,14 @@ def test_submit_task_inline_refuses_at_the_door_or_answers(
         assert isinstance(result.result, TaskFailed) and inline.count() == dead_before + 1
 
 
-@pytest.mark.parametrize("meta", [{"x": object()}, {"x": float("nan")}, {1: 2}, "meta"])
-def test_non_json_meta_is_invalid_input_not_a_kombu_error(tmp_path: Path, meta: Any) -> None:
+@pytest.mark.parametrize("headers", [{"x": object()}, {"x": float("nan")}, {1: 2}, "headers"])
+def test_non_json_headers_are_invalid_input_not_a_kombu_error(tmp_path: Path, headers: Any) -> None:
+    """A caller's own message headers travel with the task: they are checked like the payload."""
     with settings_env(SLUICE_DATA_DIR=str(tmp_path / "data")):
         if ECHO not in registry:
             registry.register(EchoHandler())
-        with pytest.raises(InvalidInput, match="meta"):
-            submit_task(ECHO, {"id": 1}, meta=meta)
+        with pytest.raises(InvalidInput, match="headers"):
+            handler_task(ECHO).apply_async(({"id": 1},), headers=headers)
 
 
 @given(value=payloads)

@@ -5,14 +5,11 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
 from sluice.ai import AIProvider, OpenAIProvider, get_provider
-from sluice.ai.retry import retry_after
 from sluice.errors import ConfigurationError, InvalidInput, ProviderError
 from sluice.settings import load_settings
 from tests.fake_openai import KEY, FakeOpenAI, Reply, running_fake_openai
@@ -242,22 +239,6 @@ def test_inputs_are_validated_before_any_request(
     with pytest.raises(InvalidInput, match="stream"):
         provider.complete([{"role": "user", "content": "hi"}], stream=True)
     assert server.requests == []
-
-
-def test_retry_after_parses_seconds_dates_and_milliseconds() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert retry_after({"retry-after": "2.5"}) == 2.5
-    assert (
-        retry_after({"retry-after": format_datetime(now + timedelta(seconds=30), usegmt=True)}, now)
-        == 30
-    )
-    assert (
-        retry_after({"retry-after": format_datetime(now - timedelta(seconds=30), usegmt=True)}, now)
-        == 0
-    )
-    assert retry_after({"retry-after-ms": "150"}) == 0.15
-    assert retry_after({"retry-after": "soon"}) is None
-    assert retry_after({}) is None
 
 
 def test_get_provider_builds_openai_from_settings(tmp_path: Any, server: FakeOpenAI) -> None:

@@ -30,7 +30,14 @@ def test_app_is_json_only_late_ack_and_declares_every_queue() -> None:
     assert conf.worker_prefetch_multiplier == 1
     assert [q.name for q in conf.task_queues] == list(ALL_QUEUES)
     app.loader.import_default_modules()  # what every worker does at start-up
-    assert {"sluice.run_handler", "sluice.run_batch", "sluice.microbatch"} <= set(app.tasks)
+    assert {"sluice.run_batch", "sluice.microbatch"} <= set(app.tasks)
+    # the main job's handlers, each its own task, come in through the app's include list
+    builtin = {
+        "sluice.handlers.analysis",
+        "sluice.handlers.embedding",
+        "sluice.handlers.security_alert",
+    }
+    assert builtin <= set(app.tasks)
     # Embedded default: the filesystem broker under the data dir, polled fast.
     options = conf.broker_transport_options
     assert options["data_folder_in"] == str(get_settings().broker_dir)

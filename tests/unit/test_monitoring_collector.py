@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +44,24 @@ def fake_sources(monkeypatch: pytest.MonkeyPatch) -> None:
         },
     )
     monkeypatch.setattr(sources, "workers_online", lambda timeout=0.5: ["w1@h", "w2@h"])
+    monkeypatch.setattr(sources, "ai_admission_stats", lambda: {"openai": ADMISSION_REPORT})
+
+
+#: What ``Admission.report()`` returns for one model with every limit (see the test below).
+ADMISSION_REPORT = {
+    "models": {
+        "gpt-4o-mini": {
+            "admitted": 3, "tokens_reserved": 900, "tokens_used": 300, "cost_used_micro_usd": 90,
+            "rate_limited": 1, "probes": 1, "paused_ms": 5000,
+            "refused": {"requests": 0, "tokens": 2, "cost": 0, "paused": 4, "store": 0},
+            "limits": {"rpm": 10.0, "tpm": 1000.0, "usd_per_day": 1.0, "reserve": 0.2,
+                       "window_seconds": 60.0},
+            "window": {"requests": 3.0, "tokens": 300.0},
+            "budget": {"spent_usd": 0.25, "pending_usd": 0.5, "remaining_usd": 0.25},
+        }
+    },
+    "paused_for_seconds": 0.0,
+}  # fmt: skip
 
 
 def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -148,6 +167,47 @@ def test_observe_query_labels_by_operation_and_table(clean_store: None) -> None:
     recorded = sources.recorded_counters()
     key = recorder.Series("slow_query", (("operation", "select"), ("table", "orders")))
     assert recorded[key]["n"] == 1
+
+
+def test_admission_metrics_come_from_the_admission_report(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sluice.ai import Admission, Usage, request_tokens
+    from sluice.ai.admission import EVENTS, REFUSAL_REASONS
+    from sluice.errors import RetryLater
+    from sluice.pricing import DEFAULT_PRICES
+    from sluice.settings import AILimit
+    from sluice.store import DiskStore
+
+    fake_sources(monkeypatch)
+    store = DiskStore(tmp_path / "store")
+    limit = AILimit("openai", "gpt-4o-mini", rpm=2, tpm=1000, usd_per_day=1.0)
+    control = Admission("openai", [limit], DEFAULT_PRICES, store)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    control.admit({**body, "max_tokens": 100}).settle(Usage(10, 20, 30))
+    control.admit({**body, "max_tokens": 100})
+    with pytest.raises(RetryLater):
+        control.admit({**body, "max_tokens": 100})
+    report = control.report()
+    entry = report["models"]["gpt-4o-mini"]
+    # The stand-in above has the same shape as a real report.
+    assert entry.keys() == ADMISSION_REPORT["models"]["gpt-4o-mini"].keys()  # type: ignore[index]
+    assert set(entry["refused"]) == set(REFUSAL_REASONS)
+    assert len(EVENTS) == len(entry) - 4 + len(REFUSAL_REASONS)
+    monkeypatch.setattr(sources, "ai_admission_stats", lambda: {"openai": report})
+    scraped = scrape()
+    labels = {("provider", "openai"), ("model", "gpt-4o-mini")}
+    prompt, _ = request_tokens(body)
+    assert scraped[("sluice_ai_tokens_reserved_total", frozenset(labels))] == 2 * (prompt + 100)
+    assert scraped[("sluice_ai_tokens_used_total", frozenset(labels))] == 30
+    refused = frozenset({*labels, ("reason", "requests")})
+    assert scraped[("sluice_ai_admissions_refused_total", refused)] == 1
+    assert scraped[("sluice_ai_budget_usd", frozenset(labels))] == 1.0
+    used = scraped[("sluice_ai_budget_used_usd", frozenset(labels))]
+    remaining = scraped[("sluice_ai_budget_remaining_usd", frozenset(labels))]
+    assert used > 0 and used + remaining == pytest.approx(1.0)
+    assert scraped[("sluice_ai_paused_seconds_total", frozenset({("provider", "openai")}))] == 0
+    store.close()
 
 
 def test_lost_cache_writes_are_a_metric(monkeypatch: pytest.MonkeyPatch, clean_store: None) -> None:

@@ -23,10 +23,12 @@ REQUIRED_ALERTS = GUIDE_ALERTS | {
     "WorkersDown",
     "RateLimiterSaturated",
     "CDNPurgeFailures",
+    "AIBudgetNearlySpent",
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "rate", "increase", "delta", "histogram_quantile", "by", "without", "and",
-    "or", "le", "instance", "queue", "event", "table", "handler", "source", "printf",
+    "or", "le", "instance", "queue", "event", "table", "handler", "source", "printf", "model",
+    "reason",
 }  # fmt: skip
 
 

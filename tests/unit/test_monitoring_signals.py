@@ -34,5 +34,5 @@ def test_skipped_flushes_and_other_tasks_are_ignored() -> None:
     signals.count_cdn_flush(
         SimpleNamespace(name=signals.CDN_FLUSH_TASK), {"skipped": "no provider"}, states.SUCCESS
     )
-    signals.count_cdn_flush(SimpleNamespace(name="sluice.run_handler"), None, states.FAILURE)
+    signals.count_cdn_flush(SimpleNamespace(name="sluice.handlers.analysis"), None, states.FAILURE)
     assert totals() == {}

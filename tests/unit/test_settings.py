@@ -105,3 +105,56 @@ def test_visibility_timeout_must_exceed_the_longest_countdown() -> None:
 def test_handler_modules_are_a_comma_separated_list() -> None:
     s = load_settings({"SLUICE_HANDLER_MODULES": "app.handlers, other.handlers ,"})
     assert s.handler_modules == ("app.handlers", "other.handlers")
+
+
+def test_ai_limits_parse_every_key_for_several_models() -> None:
+    from sluice.settings import AILimit
+
+    raw = "openai:gpt-4o-mini=rpm:500,tpm:200000,usd_per_day:50,reserve:0.2; openai:gpt-4o=tpm:1e4"
+    limits = load_settings({"SLUICE_AI_LIMITS": raw}).ai_limits
+    assert limits == (
+        AILimit("openai", "gpt-4o-mini", rpm=500, tpm=200000, usd_per_day=50, reserve=0.2),
+        AILimit("openai", "gpt-4o", tpm=10000),
+    )
+    assert load_settings({}).ai_limits == ()
+
+
+def test_ai_limits_accept_models_added_to_the_price_table() -> None:
+    env = {
+        "SLUICE_AI_LIMITS": "openai:my-model=tpm:10",
+        "SLUICE_CACHE_PRICES": '{"my-model": [1, 2]}',
+    }
+    assert load_settings(env).ai_limits[0].model == "my-model"
+
+
+@pytest.mark.parametrize("key", ["rpm", "tpm", "usd_per_day"])
+@pytest.mark.parametrize("value", ["0", "-1", "-0.5", "ten", "", "nan", "inf", "1e999"])
+def test_ai_limits_refuse_non_positive_and_non_numeric_values(key: str, value: str) -> None:
+    raw = f"openai:gpt-4o-mini={key}:{value}"
+    with pytest.raises(ConfigurationError, match=rf"SLUICE_AI_LIMITS: {key}:{value} in "):
+        load_settings({"SLUICE_AI_LIMITS": raw})
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "most", "nan"])
+def test_ai_limits_reserve_must_be_a_share(value: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"reserve:{value} .* share in \[0, 1\)"):
+        load_settings({"SLUICE_AI_LIMITS": f"openai:gpt-4o-mini=tpm:10,reserve:{value}"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("anthropic:claude=tpm:10", "unknown provider 'anthropic'"),
+        ("local:sluice-local-1=tpm:10", "unknown provider 'local'"),
+        ("openai:gpt-17=tpm:10", "unknown model 'gpt-17'"),
+        ("openai:gpt-4o-mini=tokens:10", "unknown limit 'tokens'"),
+        ("openai:gpt-4o-mini=tpm:10,tpm:20", "tpm is given twice"),
+        ("openai:gpt-4o-mini=tpm:1;openai:gpt-4o-mini=rpm:1", "limited twice"),
+        ("openai=tpm:10", "must look like"),
+        ("openai:gpt-4o-mini", "must look like"),
+        ("openai:gpt-4o-mini=", "must look like"),
+    ],
+)
+def test_ai_limits_name_the_bad_part(raw: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings({"SLUICE_AI_LIMITS": raw})

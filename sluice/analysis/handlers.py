@@ -1,4 +1,8 @@
-"""The platform's own handlers: analysis (HIGH), embedding (BATCH), security alert (CRITICAL)."""
+"""The main job's handlers: analysis (HIGH), embedding (BATCH), security alert (CRITICAL).
+
+Registered on import; the Celery app's ``include`` list imports this module (through
+:mod:`sluice.analysis.tasks`) in every worker, so each is a Celery task ``sluice.handlers.<name>``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from typing import Any
 from sqlalchemy import delete
 
 from sluice.ai import get_provider
+from sluice.analysis.service import analyze_source
 from sluice.cache import EMBEDDING, get_ai_cache
 from sluice.db import AuditLog, FileEmbedding, session_scope
 from sluice.settings import get_settings
-from sluice.workers.handlers import TaskHandler, registry
-from sluice.workers.priority import Priority
+from sluice.workers import Priority, TaskHandler, registry, submit_task
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +32,6 @@ class AnalysisHandler(TaskHandler):
         return "analysis"
 
     def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from sluice.analysis.service import analyze_source
-
         summary = analyze_source(
             payload["session_id"],
             payload["path"],
@@ -39,8 +41,6 @@ class AnalysisHandler(TaskHandler):
         )
         critical = summary.pop("critical", [])
         if critical:
-            from sluice.workers.submit import submit_task
-
             submit_task(
                 "security_alert",
                 {
@@ -134,7 +134,7 @@ class SecurityAlertHandler(TaskHandler):
 
 
 # A handler the application registered under the same name first (the guide's in-script
-# EmbeddingHandler) wins: the built-ins are loaded lazily and must not replace it.
+# EmbeddingHandler) wins: these are loaded lazily and must not replace it.
 for _handler in (AnalysisHandler(), EmbeddingHandler(), SecurityAlertHandler()):
     if _handler.task_name not in registry:
         registry.register(_handler)
