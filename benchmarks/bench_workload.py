@@ -135,8 +135,10 @@ def tasks_done(env: dict[str, str]) -> int:
     return sum(sum(reply.get("total", {}).values()) for reply in replies.values())
 
 
-def analyze(tree: Path, env: dict[str, str]) -> Run:
-    before = tasks_done(env)
+def analyze(tree: Path, env: dict[str, str], count_tasks: bool = True) -> Run:
+    """``sluice analyze TREE`` as a user runs it; ``count_tasks``: ask the workers how many tasks
+    it took (off for inline runs, and where the seconds of ``inspect`` matter)."""
+    before = tasks_done(env) if count_tasks else 0
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "sluice.cli", "analyze", str(tree), "--workers", "0",
@@ -155,7 +157,7 @@ def analyze(tree: Path, env: dict[str, str]) -> Run:
         files=files,
         provider_calls=int(rows["provider calls"]),
         cache_hits=hits,
-        tasks=tasks_done(env) - before,
+        tasks=tasks_done(env) - before if count_tasks else 0,
         summary=rows,
     )
 
@@ -192,7 +194,7 @@ def run(quick: bool = False, packages: tuple[str, ...] | None = None) -> list[Me
                 services.Worker(workdir, services.PRIORITY_QUEUES, 2, env=env),
                 services.Worker(workdir, "batch", 2, "--prefetch-multiplier", "64", env=env),
             ]
-            _wait_ready(workers, env)
+            wait_workers(workers, env)
             sampler = RssSampler({"priority": workers[0].pid, "batch": workers[1].pid})
             sampler.start()
             try:
@@ -283,7 +285,7 @@ def run(quick: bool = False, packages: tuple[str, ...] | None = None) -> list[Me
     ]
 
 
-def _wait_ready(workers: list[services.Worker], env: dict[str, str]) -> None:
+def wait_workers(workers: list[services.Worker], env: dict[str, str]) -> None:
     """Both workers answer a ping (through the workload's broker, not this process's settings)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

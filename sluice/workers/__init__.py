@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sluice.workers.batching import BatchResult, submit_batch
+    from sluice.workers.batching import BatchResult, ChunkedBatch, submit_batch, submit_chunks
     from sluice.workers.deadletter import DeadLetterQueue
     from sluice.workers.priority import Priority, route
     from sluice.workers.queue import AsyncTaskQueue, TaskHandle
@@ -30,6 +30,8 @@ _HOMES = {
     "submit_task": "submit",
     "submit_batch": "batching",
     "BatchResult": "batching",
+    "submit_chunks": "batching",
+    "ChunkedBatch": "batching",
     "SluiceTask": "task",
     "sluice_task": "task",
     "RateLimiter": "ratelimit",
@@ -49,6 +51,8 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as docs/architecture.md presen
     "submit_task",
     "submit_batch",
     "BatchResult",
+    "submit_chunks",
+    "ChunkedBatch",
     "route",
     # plain Celery tasks with sluice's features
     "SluiceTask",
