@@ -23,12 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from benchmarks import services
-from benchmarks.bench_workload import Run, analyze, copy_sources, wait_workers
+from benchmarks.bench_workload import Run, analyze, clear_cache, copy_sources, wait_workers
 from benchmarks.report import Measurement, print_table
 
 SECTION = "distributed"
@@ -37,17 +36,6 @@ PACKAGES = ("celery", "kombu")
 ROUNDS = 3
 #: The speed-up the issue asks of the distributed review.
 TARGET = 1.5
-
-
-def clear_cache(env: dict[str, str]) -> None:
-    """Every process's cached analyses become unreachable (a new cache generation)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "sluice.cli", "cache", "clear"],
-        env=env, cwd=services.ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"sluice cache clear failed: {done.stderr[-2000:]}")
-    time.sleep(1.5)  # workers re-read the generation at most a second later
 
 
 def run(quick: bool = False, rounds: int = ROUNDS) -> list[Measurement]:

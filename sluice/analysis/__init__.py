@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sluice.analysis.changes import ChangeSet, changes_since
     from sluice.analysis.runner import AnalysisReport, run_analysis
-    from sluice.analysis.service import analyze_source
+    from sluice.analysis.service import analyze_source, analyze_sources
     from sluice.analysis.sessions import SessionSummary, list_sessions, load_session
     from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 
@@ -23,6 +23,7 @@ _HOMES = {
     "SourceFile": "walker",
     "WalkReport": "walker",
     "analyze_source": "service",
+    "analyze_sources": "service",
     "changes_since": "changes",
     "list_sessions": "sessions",
     "load_session": "sessions",
@@ -37,6 +38,7 @@ __all__ = [
     "SourceFile",
     "WalkReport",
     "analyze_source",
+    "analyze_sources",
     "changes_since",
     "list_sessions",
     "load_session",
