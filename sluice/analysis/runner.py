@@ -22,6 +22,7 @@ from sluice.analysis.changes import ChangeSet, changes_since
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
 from sluice.settings import Settings, get_settings
+from sluice.workers.brokers import unreachable_broker
 
 if TYPE_CHECKING:
     from sluice.workers.batching import ChunkedBatch
@@ -271,7 +272,7 @@ def _require_external_workers(app: Any, settings: Settings) -> None:
     try:
         replies = app.control.ping(timeout=2.0, limit=1)  # the first reply is enough
     except Exception as exc:  # kombu raises transport-specific errors
-        raise BackendUnavailable(f"cannot reach the broker: {exc}") from None
+        raise unreachable_broker(settings.broker_url, exc) from None
     if not replies:
         raise BackendUnavailable(
             "no Celery worker answered a ping; start one with `celery -A sluice worker` "

@@ -20,7 +20,13 @@ from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.backend import polled_results
 from sluice.workers.priority import Priority, route
-from sluice.workers.results import await_ready, ready_outcomes, value_of, wait_ready
+from sluice.workers.results import (
+    await_ready,
+    forget_quietly,
+    ready_outcomes,
+    value_of,
+    wait_ready,
+)
 from sluice.workers.submit import check_payload, check_rate_limit, resolve
 
 
@@ -166,7 +172,7 @@ class ChunkedBatch:
             else:
                 values += self._entries(value)
             if not isinstance(result, EagerResult):
-                result.forget()
+                forget_quietly(result)
         return values
 
     def _entries(self, entries: list[dict[str, Any]]) -> list[tuple[int, Any]]:
