@@ -24,12 +24,14 @@ message headers, so ``.s()``, groups and chords see the task's own arguments onl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, ClassVar, cast
 
 from celery import Task
@@ -81,6 +83,12 @@ def take_token(limit: str | None, level: Priority, label: str) -> float:
     return min(grant.wait_seconds, get_settings().max_countdown)
 
 
+@functools.lru_cache(maxsize=4096)
+def _metric_labels(queue: str, handler: str) -> Mapping[str, str]:
+    # Asked for on every run; read-only, as one mapping is shared by every run of the series.
+    return MappingProxyType({"queue": queue, "handler": handler})
+
+
 class SluiceTask(Task):
     """Base class of sluice tasks; configure with class attributes (or ``app.task`` options).
 
@@ -102,10 +110,10 @@ class SluiceTask(Task):
         """The name in stats, metrics and the dead-letter table."""
         return str(self.name)
 
-    def metric_labels(self) -> dict[str, str]:
+    def metric_labels(self) -> Mapping[str, str]:
         """``queue`` and ``handler`` of the running call (monitoring labels its durations so)."""
         level = Priority.parse(hdr.read(self.request, hdr.PRIORITY, int(self.level)))
-        return {"queue": level.queue, "handler": self.label}
+        return _metric_labels(level.queue, self.label)
 
     def payload_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
         """The JSON object validated at submit and kept in a dead letter."""
