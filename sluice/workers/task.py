@@ -123,6 +123,11 @@ class SluiceTask(Task):
         """``args, kwargs`` from a dead letter's payload (the inverse of :meth:`payload_of`)."""
         return list(payload.get("args", [])), dict(payload.get("kwargs", {}))
 
+    def args_shown(self, payload_json: str) -> str | None:
+        """How the message shows its positional arguments (Flower, events, worker logs), made from
+        the payload's JSON text validated at submit; None leaves it to Celery (``saferepr``)."""
+        return None
+
     # -- submission ---------------------------------------------------------------------------
 
     def apply_async(
@@ -160,7 +165,11 @@ class SluiceTask(Task):
         if hdr.PRIORITY in headers and priority is None:
             priority = headers[hdr.PRIORITY]
         level = self.level if priority is None else Priority.parse(priority)
-        check_payload(self.payload_of(args, kwargs), headers or None)
+        text = check_payload(self.payload_of(args, kwargs), headers or None)
+        shown = self.args_shown(text)
+        if shown is not None and "argsrepr" not in options:
+            # The text exists already; Celery's saferepr would walk the payload once more.
+            options["argsrepr"] = shown[: self.app.amqp.argsrepr_maxsize]
         check_countdown(options.get("countdown"))
         check_rate_limit(self.global_rate_limit)
         stats.record("submitted", level.queue, self.label)
@@ -308,6 +317,9 @@ class HandlerTask(SluiceTask):
 
     def call_of(self, payload: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         return [payload], {}
+
+    def args_shown(self, payload_json: str) -> str:
+        return f"[{payload_json}]"  # the one argument, as a JSON array of the arguments
 
 
 def _run_handler(self: HandlerTask, payload: dict[str, Any]) -> Any:
