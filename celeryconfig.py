@@ -6,11 +6,10 @@ to change is a ``SLUICE_*`` variable, so this module holds policy, not configura
 
 from __future__ import annotations
 
-from kombu import Queue
-
 from sluice.cdn.config import get_cdn_settings
 from sluice.settings import get_settings
-from sluice.workers.priority import ALL_QUEUES, PRIORITY_QUEUES
+from sluice.workers.brokers import declared_queues, physical_queue
+from sluice.workers.priority import PRIORITY_QUEUES
 
 _settings = get_settings()
 
@@ -60,12 +59,16 @@ worker_send_task_events = True
 # Celery's 1 s would add up to a second to every short batch.
 result_chord_retry_interval = 0.2
 
-task_queues = [Queue(name, routing_key=name) for name in ALL_QUEUES]
-task_default_queue = "normal"
+# Declared from sluice's own policy (``sluice.workers.brokers``): on RabbitMQ one durable classic
+# queue with x-max-priority carries the four priority levels, because RabbitMQ orders by priority
+# only within a queue.
+task_queues = declared_queues(broker_url)
+task_default_queue = physical_queue("normal", broker_url)
 task_default_priority = 5
 task_queue_max_priority = 10
 #: Handler tasks are routed per call (``Priority.route``); maintenance runs on ``low``.
-task_routes = {"sluice.prune_*": {"queue": "low"}, "sluice.cdn.*": {"queue": "low"}}
+_low = physical_queue("low", broker_url)
+task_routes = {"sluice.prune_*": {"queue": _low}, "sluice.cdn.*": {"queue": _low}}
 
 _broker_options: dict[str, object] = {}
 if _settings.broker_url.startswith(("redis://", "rediss://")):
@@ -108,12 +111,12 @@ beat_schedule: dict[str, dict[str, object]] = {
     "prune-analysis-sessions": {
         "task": "sluice.prune_analysis_sessions",
         "schedule": 24 * 3600.0,
-        "options": {"queue": "low", "priority": 3},
+        "options": {"queue": _low, "priority": 3},
     },
     "prune-dead-letters": {
         "task": "sluice.prune_dead_letters",
         "schedule": 24 * 3600.0,
-        "options": {"queue": "low", "priority": 3},
+        "options": {"queue": _low, "priority": 3},
     },
 }
 _cdn = get_cdn_settings()
@@ -122,17 +125,17 @@ beat_schedule.update(
         "cdn-flush-invalidations": {
             "task": "sluice.cdn.flush_invalidations",
             "schedule": _cdn.flush_interval,
-            "options": {"queue": "low", "priority": 4},
+            "options": {"queue": _low, "priority": 4},
         },
         "cdn-compress-static": {
             "task": "sluice.cdn.compress_static",
             "schedule": _cdn.compress_interval,
-            "options": {"queue": "low", "priority": 3},
+            "options": {"queue": _low, "priority": 3},
         },
         "cdn-hit-ratio": {
             "task": "sluice.cdn.update_hit_ratio",
             "schedule": _cdn.hit_ratio_interval,
-            "options": {"queue": "low", "priority": 3},
+            "options": {"queue": _low, "priority": 3},
         },
     }
 )

@@ -9,6 +9,8 @@ knows them.
 
 from __future__ import annotations
 
+import importlib
+
 from celery import Celery
 
 from sluice.settings import get_settings
@@ -17,6 +19,7 @@ TASK_MODULES = [
     "sluice.analysis.tasks",
     "sluice.workers.tasks",
     "sluice.cdn.tasks",
+    "sluice.workers.watchdog",  # the consumer watchdog and its canary task
     "sluice.monitoring.signals",  # metric flushes, CDN purge outcomes, log format and redaction
 ]
 
@@ -32,9 +35,17 @@ def _prepare_embedded_dirs() -> None:
 
 _prepare_embedded_dirs()
 
+#: Signal receivers every process needs, producers included (publish hooks), not only workers.
+#: Imported by name with the app, before Celery builds its task sender (which takes the publish
+#: signals' receiver lists once: a receiver connected later was not always called).
+SIGNAL_MODULES = ["sluice.monitoring.queuewait"]
+
 app = Celery("sluice", include=TASK_MODULES)
 # Loaded now (force), not at the first use of the configuration: that can be in several threads
 # at once (the health checks), each then importing the packages the policy names.
 app.config_from_object("celeryconfig", force=True)
+for _module in SIGNAL_MODULES:
+    importlib.import_module(_module)
+
 
 __all__ = ["app"]

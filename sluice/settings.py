@@ -106,6 +106,7 @@ class Settings:
     visibility_timeout: float = 4 * 3600.0
     batch_flush_every: int = 100
     batch_flush_interval: float = 1.0
+    watchdog_interval: float = 5.0
     log_level: str = "INFO"
     cache_enabled: bool = True
     async_processing_enabled: bool = True
@@ -273,6 +274,17 @@ def _environment(env: Mapping[str, str] | None) -> Mapping[str, str]:
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     base = _environment(env).get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "sluice"
+
+
+def _watchdog_interval(env: Mapping[str, str]) -> float:
+    """Seconds between consumer canaries; zero or below would never (or always) see a stall."""
+    interval = env_number(env, "SLUICE_WATCHDOG_INTERVAL", 5.0, float, -math.inf)
+    if interval <= 0:
+        raise ConfigurationError(
+            f"SLUICE_WATCHDOG_INTERVAL={interval:g} must be above 0 seconds (a stall is reported "
+            "after 3 intervals without a delivery; 5 is the default)"
+        )
+    return interval
 
 
 def check_directory(raw: str, name: str) -> Path:
@@ -683,6 +695,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         visibility_timeout=visibility_timeout,
         batch_flush_every=env_number(env, "SLUICE_BATCH_FLUSH_EVERY", 100, int, 1),
         batch_flush_interval=env_number(env, "SLUICE_BATCH_FLUSH_INTERVAL", 1.0, float, 0.01),
+        watchdog_interval=_watchdog_interval(env),
         log_level=env_choice(
             env, "SLUICE_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}
         ).upper(),

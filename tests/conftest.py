@@ -7,6 +7,7 @@ unless ``SLUICE_REQUIRE_SERVICES=1`` (CI), where an unreachable service fails th
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +44,59 @@ REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 DATABASE_URL = os.environ.get(
     "SLUICE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+AMQP_URL = os.environ.get("SLUICE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+#: Rounds of each drill under ``--stress``, and the CPU-bound processes running beside it.
+STRESS_ROUNDS = 3
+STRESS_BURNERS = 2
+#: A burner stops by itself after this long, whatever happens to the test run.
+STRESS_BURNER_SECONDS = 900
+#: pytest-timeout for one drill round under ``--stress``.
+STRESS_TIMEOUT = 900
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stress",
+        action="store_true",
+        help=f"run each drill {STRESS_ROUNDS} times beside {STRESS_BURNERS} CPU-bound processes "
+        "(by hand; CI runs each drill once)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A loaded machine runs a drill several times slower: the time limit is not what is tested.
+    if config.getoption("--stress"):
+        for item in items:
+            if item.get_closest_marker("drill"):
+                item.add_marker(pytest.mark.timeout(STRESS_TIMEOUT))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.config.getoption("--stress") and metafunc.definition.get_closest_marker("drill"):
+        metafunc.fixturenames.append("stress_load")
+        metafunc.parametrize(
+            "stress_load",
+            range(1, STRESS_ROUNDS + 1),
+            indirect=True,
+            ids=[f"stress{n}" for n in range(1, STRESS_ROUNDS + 1)],
+        )
+
+
+@pytest.fixture
+def stress_load(request: pytest.FixtureRequest) -> Iterator[int]:
+    """CPU-bound load on every core the machine has, for the length of one drill round."""
+    burn = (
+        f"import time\nend = time.time() + {STRESS_BURNER_SECONDS}\nwhile time.time() < end: pass"
+    )
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(STRESS_BURNERS)]
+    try:
+        yield int(request.param)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
 
 
 def _reachable(url: str) -> bool:
@@ -123,6 +178,11 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return require_service("database", DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    return require_service("amqp", AMQP_URL)
 
 
 @pytest.fixture
@@ -245,3 +305,55 @@ def redis_broker_url(redis_url: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def amqp_broker_url(amqp_url: str) -> Iterator[str]:
+    """A RabbitMQ virtual host of its own for one test, deleted afterwards.
+
+    Without ``rabbitmqctl`` on this machine (a remote broker), the configured vhost is used and
+    sluice's queues are purged before and after instead.
+    """
+    import kombu
+
+    parts = urlsplit(amqp_url)
+    if shutil.which("rabbitmqctl") is None:
+        with kombu.Connection(amqp_url) as connection:
+            channel = connection.default_channel
+            for name in ("priority", "batch"):
+                try:
+                    channel.queue_purge(name)
+                except Exception:
+                    channel = connection.channel()  # the queue did not exist; the channel closed
+        yield amqp_url
+        return
+    vhost = f"sluice_test_{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+    yield parts._replace(path=f"/{vhost}").geturl()
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+@dataclass(frozen=True)
+class Broker:
+    """One broker under test: its kind (``redis`` or ``amqp``), URL and the result backend to use."""
+
+    kind: str
+    url: str
+    result_backend: str
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request: pytest.FixtureRequest, redis_broker_url: str) -> Broker:
+    """Each distributed broker in turn: the test runs once on Redis and once on RabbitMQ.
+
+    Results go to Redis (database 14) in both cases; on RabbitMQ the messages live in a private
+    virtual host.
+    """
+    if request.param == "redis":
+        return Broker("redis", redis_broker_url, redis_broker_url)
+    return Broker("amqp", request.getfixturevalue("amqp_broker_url"), redis_broker_url)

@@ -338,6 +338,16 @@ class StoreContract:
         assert store.hincr("h", "failed") == 1
         assert store.hgetall_counters("h") == {"ok": 3, "failed": 1}
 
+    @pytest.mark.parametrize("first", [1, -1])
+    def test_hash_field_that_settles_at_zero_is_dropped(self, store: Store, first: int) -> None:
+        store.hincr("h", "keep", 2)
+        assert store.hincr_drop_zero("h", "pair", first) == first  # either order may come first
+        assert store.hgetall_counters("h") == {"keep": 2, "pair": first}
+        assert store.hincr_drop_zero("h", "pair", -first) == 0
+        assert store.hgetall_counters("h") == {"keep": 2}
+        assert store.hincr_drop_zero("h", "keep", -2) == 0
+        assert store.hgetall_counters("h") == {}
+
     def test_counter_is_not_a_value(self, store: Store) -> None:
         store.incr("c")
         with pytest.raises((CodecError, InvalidInput)):

@@ -21,6 +21,10 @@ CELERY_KEYS = (
     "broker_transport_options",
     "result_backend_transport_options",
     "database_engine_options",
+    # The queues depend on the broker (one shared priority queue on RabbitMQ).
+    "task_queues",
+    "task_default_queue",
+    "task_routes",
     "task_always_eager",
 )
 
@@ -43,8 +47,8 @@ def _refresh(reconfigure_celery: bool) -> None:
     importlib.reload(celeryconfig)
     app.conf.update({key: getattr(celeryconfig, key) for key in CELERY_KEYS})
     app._pool = None  # kombu keeps one pool per broker URL; the next use picks the new one
-    if "amqp" in app.__dict__:
-        app.__dict__["amqp"]._producer_pool = None
+    # Queues, routes and the producer pool are read from the configuration once: rebuild them.
+    app.__dict__.pop("amqp", None)
     app._backend_cache = None
     app._local = threading.local()
 
@@ -52,6 +56,10 @@ def _refresh(reconfigure_celery: bool) -> None:
 @contextmanager
 def settings_env(reconfigure_celery: bool = False, **env: str) -> Iterator[None]:
     """Run the block with ``env`` set in ``os.environ`` and every cache that read it cleared."""
+    # celeryconfig reads the settings once, when first imported: never under ``env``, or its
+    # values (queues, broker options) would outlive the block.
+    import celeryconfig  # noqa: F401
+
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     _refresh(reconfigure_celery)

@@ -136,6 +136,20 @@ class LimitedHandler(TaskHandler):
         return {"id": payload["id"], "at": time.time()}
 
 
+class StampHandler(TaskHandler):
+    """Records when it started (epoch ms, field = payload id) and sleeps ``payload["sleep"]``."""
+
+    @property
+    def task_name(self) -> str:
+        return "t_stamp"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        _store().hincr("started_ms", str(payload["id"]), int(time.time() * 1000))
+        if payload.get("sleep"):
+            time.sleep(float(payload["sleep"]))
+        return {"id": payload["id"]}
+
+
 class AICallHandler(TaskHandler):
     """One chat call through the configured provider (so under admission control); no retries,
     so any failure would be a dead letter. Records its run like :class:`RecordHandler`."""
@@ -163,6 +177,7 @@ for _handler in (
     ChunkHandler(),
     MicroHandler(),
     LimitedHandler(),
+    StampHandler(),
 ):
     registry.register(_handler)
 

@@ -22,6 +22,7 @@ from sluice.analysis.changes import ChangeSet, changes_since
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
 from sluice.settings import Settings, get_settings
+from sluice.workers.brokers import unreachable_broker
 
 if TYPE_CHECKING:
     from celery.result import AsyncResult
@@ -262,7 +263,7 @@ def _require_external_workers(app: Any, settings: Settings) -> None:
     try:
         replies = app.control.ping(timeout=2.0)
     except Exception as exc:  # kombu raises transport-specific errors
-        raise BackendUnavailable(f"cannot reach the broker: {exc}") from None
+        raise unreachable_broker(settings.broker_url, exc) from None
     if not replies:
         raise BackendUnavailable(
             "no Celery worker answered a ping; start one with `celery -A sluice worker` "
@@ -280,7 +281,7 @@ def _collect(
     """Wait for every result in order; fail if no result arrives for ``task_timeout`` seconds."""
     from celery.result import EagerResult
 
-    from sluice.workers.results import value_of, wait_ready
+    from sluice.workers.results import forget_quietly, value_of, wait_ready
 
     outcomes: list[Outcome] = []
     last_progress = time.monotonic()
@@ -304,7 +305,7 @@ def _collect(
         else:
             outcomes.append((source.path, value))
         if not isinstance(result, EagerResult):
-            result.forget()
+            forget_quietly(result)
         notify(done, len(files))
     return outcomes
 

@@ -22,8 +22,8 @@ def make_envelope(fingerprint: str, value: Any, expires_at: float, cost: float) 
     return {"fp": fingerprint, "v": value, "exp": expires_at, "cost": cost}
 
 
-def _real(value: Any) -> bool:
-    return type(value) is float or type(value) is int  # bool is not a number here
+#: The types a number in an entry may have (by exact type: a bool is not a number here).
+_REAL = frozenset({float, int})
 
 
 def envelope_problem(envelope: Any, now: float) -> str | None:
@@ -38,8 +38,8 @@ def envelope_problem(envelope: Any, now: float) -> str | None:
         return "no 'v' field"
     if type(fp) is not str:
         return "fingerprint is not a string"
-    if not _real(exp) or not math.isfinite(exp) or exp > now + MAX_LIFETIME:
+    if type(exp) not in _REAL or not math.isfinite(exp) or exp > now + MAX_LIFETIME:
         return f"expiry {exp!r} is not a plausible time"
-    if not _real(cost) or not 0 <= cost <= MAX_COST_USD:
+    if type(cost) not in _REAL or not 0 <= cost <= MAX_COST_USD:
         return f"cost {cost!r} is not a plausible price"
     return None

@@ -51,6 +51,9 @@ class Generations:
         self._l2 = l2
         self._l1 = l1
         self._known: dict[str, int] | None = None
+        # "@<all>.<type>" by content type, made once per change of the generations (every
+        # lookup forms a key).
+        self._suffixes: dict[str, str] | None = None
         self._invalidation_seq: int | None = None
         self._read_at = float("-inf")
         self._refreshing = threading.Lock()
@@ -64,13 +67,14 @@ class Generations:
             with self._refreshing:
                 if time.monotonic() - self._read_at >= GENERATION_REFRESH:
                     self._refresh()
-        return self._key_in(content_type, key)
+        suffixes = self._suffixes  # _key_in, inlined: every lookup's path
+        return None if suffixes is None else key + suffixes[content_type]
 
     def _key_in(self, content_type: str, key: str) -> str | None:
-        known = self._known
-        if known is None:
+        suffixes = self._suffixes
+        if suffixes is None:
             return None
-        return f"{key}@{known['all']}.{known[content_type]}"
+        return key + suffixes[content_type]
 
     def refresh(self) -> None:
         """Re-read the counters (and apply the single-key invalidation log); never raises."""
@@ -99,6 +103,7 @@ class Generations:
             if self._known is not None:
                 self._l1.clear()  # old-generation entries can never be hit again; free them
             self._known = fresh
+            self._suffixes = {ct: f"@{fresh['all']}.{fresh[ct]}" for ct in CONTENT_TYPES}
 
     def _apply_invalidation_log(self, seq: int) -> None:
         """Drop from L1 the keys invalidated (by any process) since the last refresh."""

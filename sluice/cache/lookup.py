@@ -189,13 +189,15 @@ class TieredLookup:
             self.stats.incr(content_type, "corrupt")
             log.warning("ignoring a corrupt AI cache entry at %s: %s", full, problem)
             return False, None, 0.0
-        if envelope["fp"] != key.fingerprint:
+        fingerprint = key.fingerprint
+        if envelope["fp"] != fingerprint:
             return False, None, 0.0  # a digest collision: another input's entry
         remaining = envelope["exp"] - now
         if remaining <= 0:
             return False, None, 0.0  # expired, though the store has not dropped it yet
         value, cost = envelope["v"], float(envelope["cost"])
+        l1_ttl = self.config.l1_max_ttl
         self.l1.set(
-            full, (value, key.fingerprint, cost), min(remaining, self.config.l1_max_ttl), len(data)
+            full, (value, fingerprint, cost), l1_ttl if remaining > l1_ttl else remaining, len(data)
         )
         return True, value, cost

@@ -31,6 +31,9 @@ class L1MemoryCache:
 
     def get(self, key: str) -> Any:
         """The value, or :data:`MISSING` when absent or expired."""
+        if key not in self._data:
+            # A miss needs no lock (a dict lookup is atomic): every L2 read starts with one.
+            return MISSING
         with self._lock:
             item = self._data.get(key)
             if item is None:
@@ -48,12 +51,14 @@ class L1MemoryCache:
                 # Drop any older value too: keeping it would serve a value the caller replaced.
                 self._remove(key)
                 return False
-            if key in self._data:
-                self._remove(key)
-            self._data[key] = (value, time.monotonic() + ttl, size)
+            data = self._data
+            old = data.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            data[key] = (value, time.monotonic() + ttl, size)
             self._bytes += size
-            while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
-                _, (_, _, evicted) = self._data.popitem(last=False)
+            while len(data) > self.max_entries or self._bytes > self.max_bytes:
+                _, (_, _, evicted) = data.popitem(last=False)
                 self._bytes -= evicted
         return True
 

@@ -26,22 +26,24 @@ class CacheStats:
         l2.stats = self.counters
         # Field names made once: every hit and miss counts, so formatting them would show.
         self._fields = {(ct, e): f"{ct}:{e}" for ct in CONTENT_TYPES for e in EVENTS}
+        self._hit_fields = {
+            (ct, tier): (f"{ct}:{tier}", f"{ct}:cost_saved_micro_usd")
+            for ct in CONTENT_TYPES
+            for tier in ("l1_hits", "l2_hits")
+        }
 
     def incr(self, content_type: str, event: str, amount: int = 1) -> None:
         self.counters.incr(content_type, event, amount)
 
     def hit(self, content_type: str, tier: str, cost: float) -> None:
         """One hit in ``tier`` (``l1_hits`` or ``l2_hits``) that saved a call costing ``cost``."""
-        fields = self._fields
-        self.counters.add(
-            (fields[content_type, tier], 1),
-            (fields[content_type, "cost_saved_micro_usd"], round(cost * 1e6)),
-        )
+        hits, saved = self._hit_fields[content_type, tier]
+        self.counters.add_two(hits, 1, saved, round(cost * 1e6))
 
     def miss(self, content_type: str) -> None:
         fields = self._fields
-        self.counters.add(
-            (fields[content_type, "l2_misses"], 1), (fields[content_type, "misses"], 1)
+        self.counters.add_two(
+            fields[content_type, "l2_misses"], 1, fields[content_type, "misses"], 1
         )
 
     def flush(self) -> None:

@@ -24,6 +24,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from sluice.cache.policy import CONTENT_TYPES
 from sluice.monitoring import sources
+from sluice.monitoring.consumers import consumer_metrics
+from sluice.monitoring.queuewait import queue_wait_metrics
 from sluice.monitoring.recorder import BUCKETS, INF, Series
 from sluice.workers.stats import EVENTS as TASK_EVENTS
 
@@ -55,6 +57,8 @@ class SluiceCollector(Collector):
             "query_cache": _query_cache_metrics,
             "recorded": _recorded_metrics,
             "cdn": _cdn_metrics,
+            "queue_wait": queue_wait_metrics,
+            "consumers": consumer_metrics,
             "ai_admission": _admission_metrics,
         }
         for source, read in readers.items():
@@ -167,6 +171,13 @@ def _recorded_metrics() -> Iterator[Metric]:
     queries = _histogram(
         "sluice_db_query_duration_seconds", "Database statement time.", "db_query", series, 1.0
     )
+    waits = _histogram(
+        "sluice_queue_wait_seconds",
+        "Enqueue (or ETA) to start, per broker queue and priority level.",
+        "queue_wait",
+        series,
+        1.0,
+    )
     # The guide's name, in its unit: its HighQueryLatency threshold (200) is milliseconds.
     guide = _histogram(
         "db_query_latency", "Database statement time in milliseconds.", "db_query", series, 1e3
@@ -188,7 +199,7 @@ def _recorded_metrics() -> Iterator[Metric]:
             slow.add_metric([labels["operation"], labels["table"]], values["n"])
         elif key.metric in by_name:
             by_name[key.metric].add_metric([], values["n"])
-    yield from (tasks, queries, guide, slow, purges, failures, paths)
+    yield from (tasks, queries, waits, guide, slow, purges, failures, paths)
 
 
 def _histogram(

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 
 from sluice.monitoring import sources
+from sluice.monitoring.consumers import check_consumers
 from sluice.monitoring.logs import configured_secrets, redact
 from sluice.settings import get_settings
 from sluice.store import get_store
@@ -77,6 +78,7 @@ def check_workers() -> str:
 
 CHECKS: dict[str, Callable[[], str]] = {
     "broker": check_broker,
+    "consumers": check_consumers,
     "store": check_store,
     "database": check_database,
     "workers": check_workers,

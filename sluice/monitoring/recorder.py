@@ -37,7 +37,12 @@ COUNTERS_KEY = "metrics:counters"
 #: Upper bounds in seconds. Queries are mostly sub-millisecond to a second; tasks up to minutes.
 QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
 TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-BUCKETS = {"db_query": QUERY_BUCKETS, "task": TASK_BUCKETS}
+#: Enqueue-to-start waits: from an idle worker's milliseconds to a backlog's half hour.
+QUEUE_WAIT_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0,
+)  # fmt: skip
+BUCKETS = {"db_query": QUERY_BUCKETS, "task": TASK_BUCKETS, "queue_wait": QUEUE_WAIT_BUCKETS}
 INF = "+Inf"
 
 

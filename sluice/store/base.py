@@ -198,6 +198,14 @@ class Store(ABC):
         """Add ``amount`` to one field of a counter hash and return the field's new value."""
 
     @abstractmethod
+    def hincr_drop_zero(self, key: str, field: str, amount: int) -> int:
+        """:meth:`hincr`, and a field that reaches 0 is removed in the same atomic step.
+
+        For +1/-1 pairs that may arrive in either order (a message's publish and its start):
+        whichever lands second leaves nothing behind.
+        """
+
+    @abstractmethod
     def hgetall_counters(self, key: str) -> dict[str, int]:
         """Every field of a counter hash; empty when absent."""
 

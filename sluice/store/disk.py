@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import diskcache
-from diskcache.core import MODE_PICKLE, UNKNOWN
+from diskcache.core import MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from sluice.errors import BackendTimeout, BackendUnavailable, CodecError, InvalidInput
 from sluice.store.base import (
@@ -51,6 +52,21 @@ SIZE_LIMIT = 2**40
 
 _PLAIN_TYPES = (bytes, str, int, float)
 _BACKEND_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
+
+# The hot paths of codec values, in SQL: only an inline, untagged row of bytes is served by them
+# (diskcache's MODE_RAW; a pickled, file-backed or tagged row never is), so every other row still
+# goes through diskcache and :class:`SafeDisk`, which refuse pickles. One statement each, where
+# diskcache's get/set add their Python layers (and set a transaction: a single UPDATE is atomic).
+_SELECT_VALUE = (
+    "SELECT value, mode, tag FROM Cache WHERE key = ? AND raw = 1"
+    " AND (expire_time IS NULL OR expire_time > ?)"
+)
+_SELECT_TAG = "SELECT tag FROM Cache WHERE key = ? AND raw = 1"
+_UPDATE_VALUE = (
+    "UPDATE Cache SET store_time = ?, expire_time = ?, access_time = ?, access_count = 0,"
+    " size = 0, mode = ?, value = ?"
+    " WHERE key = ? AND raw = 1 AND tag IS NULL AND filename IS NULL"
+)
 
 
 class SafeDisk(diskcache.Disk):
@@ -103,6 +119,7 @@ class DiskStore(Store):
         # thereby touches) SQLite handles it inherited across fork.
         self._inherited: list[diskcache.Cache] = []
         self._pid = os.getpid()
+        self._local = threading.local()
         with self._guard():
             self._opened = self._open()
 
@@ -128,6 +145,20 @@ class DiskStore(Store):
             self._pid = os.getpid()
         return self._opened
 
+    def _execute(self) -> Callable[..., sqlite3.Cursor]:
+        """This thread's SQLite ``execute``, as diskcache's own operations use it.
+
+        diskcache finds it through two properties and a process check per statement; the hot
+        paths look it up once per thread and cache (a reopened cache, after a fork, is new).
+        """
+        local = self._local
+        cache = self._cache
+        if getattr(local, "cache", None) is not cache:
+            local.execute = cache._sql
+            local.cache = cache
+        execute: Callable[..., sqlite3.Cursor] = local.execute
+        return execute
+
     @contextmanager
     def _guard(self) -> Iterator[None]:
         try:
@@ -136,7 +167,10 @@ class DiskStore(Store):
             raise self._unavailable(exc) from None
 
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
-        if isinstance(exc, diskcache.Timeout):
+        # A statement outside diskcache's transactions waits on SQLite's busy timeout instead.
+        if isinstance(exc, diskcache.Timeout) or (
+            isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+        ):
             return BackendTimeout(
                 f"disk store at {self.directory} stayed locked by another process for "
                 f"{SQLITE_TIMEOUT:g} s ({exc or 'timeout'})"
@@ -193,7 +227,18 @@ class DiskStore(Store):
 
     def get_encoded(self, key: str) -> bytes | None:
         """See :meth:`Store.get_encoded`."""
-        value, tag = self._read(self._key(key))
+        full = self._key(key)
+        try:
+            rows = self._execute()(_SELECT_VALUE, (full, time.time())).fetchall()
+        except _BACKEND_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        if not rows:
+            return None
+        ((value, mode, tag),) = rows
+        if mode == MODE_RAW and tag is None and type(value) is bytes:
+            return value
+        # A counter, a file-backed value, a tagged or a refused row: diskcache's full path.
+        value, tag = self._read(full)
         return None if value is None else self._value_bytes(key, value, tag)
 
     def get_many_encoded(self, keys: Iterable[str]) -> dict[str, bytes]:
@@ -210,6 +255,18 @@ class DiskStore(Store):
         full, ttl = self._key(key), check_ttl(ttl)
         if not isinstance(data, bytes):
             raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
+        cache = self._cache
+        if len(data) < cache.disk_min_file_size:
+            # Replacing an inline untagged row (a value or a counter): one atomic UPDATE.
+            now = time.time()
+            expire = None if ttl is None else now + ttl
+            try:
+                cursor = self._execute()(_UPDATE_VALUE, (now, expire, now, MODE_RAW, data, full))
+            except _BACKEND_ERRORS as exc:
+                raise self._unavailable(exc) from None
+            if cursor.rowcount == 1:
+                return
+        # A new key, a list to drop, a file to clean up, or a large value: diskcache's path.
         with self._txn() as cache:
             self._replace(cache, full)
             cache.set(full, data, expire=ttl)
@@ -230,8 +287,9 @@ class DiskStore(Store):
     def _replace(self, cache: diskcache.Cache, full: str) -> None:
         """Make way for a new value at ``full`` (call inside a transaction): a list's items go;
         any other row is overwritten in place, tag included, by the caller's set."""
-        _, tag = cache.get(full, tag=True)
-        if tag == _LIST:
+        # The tag alone: loading the old value would refuse a planted pickle it is replacing.
+        rows = cache._sql(_SELECT_TAG, (full,)).fetchall()
+        if rows and rows[0][0] == _LIST:
             self._drop(cache, full)
 
     def _drop(self, cache: diskcache.Cache, full: str) -> bool:
@@ -312,6 +370,20 @@ class DiskStore(Store):
             counters[field] = counters.get(field, 0) + amount
             cache.set(full, self.codec.encode(counters), tag=_HASH)
         return int(counters[field])
+
+    def hincr_drop_zero(self, key: str, field: str, amount: int) -> int:
+        """See :meth:`Store.hincr_drop_zero`."""
+        full, field, amount = self._key(key), check_key(field), check_amount(amount)
+        with self._txn() as cache:
+            value, tag = cache.get(full, tag=True)
+            counters = self._meta(key, value, tag, _HASH) or {}
+            result = counters.get(field, 0) + amount
+            if result:
+                counters[field] = result
+            else:
+                counters.pop(field, None)
+            cache.set(full, self.codec.encode(counters), tag=_HASH)
+        return int(result)
 
     def hgetall_counters(self, key: str) -> dict[str, int]:
         """See :meth:`Store.hgetall_counters`."""

@@ -7,7 +7,10 @@ server's clock (``TIME``) so every process agrees on time. Every redis-py error 
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import PubSub
+from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from sluice.errors import BackendTimeout, BackendUnavailable, InvalidInput
@@ -68,6 +72,11 @@ end
 return value
 """
 
+_HINCR_DROP_ZERO = """
+local value = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if value == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return value
+"""
 # The quota ledger (sluice.store.quota.Ledger in Lua): a hash of "r:<id>" -> "stamp until tokens
 # cost done restricted", plus "day", "spent" and the refusal cursors "q0"/"q1".
 # ARGV: op (reserve|settle|release|state), id, window, caps (requests, tokens, cost per day; ""
@@ -288,11 +297,15 @@ class RedisStore(Store):
             raise InvalidInput(f"invalid Redis URL for {self.location}: {exc}") from None
         self._take_token_script = self._client.register_script(_BUCKET_SCRIPT)
         self._incr_script = self._client.register_script(_INCR)
+        self._hincr_drop_zero_script = self._client.register_script(_HINCR_DROP_ZERO)
         self._renew_script = self._client.register_script(_LOCK_RENEW)
         self._release_script = self._client.register_script(_LOCK_RELEASE)
         self._acquire_script = self._client.register_script(_LOCK_ACQUIRE)
         self._pop_script = self._client.register_script(_POP_MANY)
         self._quota_script = self._client.register_script(_QUOTA_SCRIPT)
+        # One connection per thread for the value hot paths (see _direct).
+        self._local = threading.local()
+        self._dedicated: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
@@ -323,6 +336,37 @@ class RedisStore(Store):
             detail = detail.replace(self._password, "***")
         return kind(f"Redis at {self.location} failed: {type(exc).__name__}: {detail}")
 
+    def _direct(self, *command: str | bytes | int) -> Any:
+        """Run one command on this thread's own connection, with the client's retries.
+
+        The pool's per-command checkout (locks, a readiness poll, release events) costs more than
+        a small GET or SET; a thread's connection is never shared, so it needs none of that. A
+        failed or interrupted command drops the connection, so no half-read reply is left on it.
+        """
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            # A forked child never touches the parent's socket: it opens its own.
+            pool = self._client.connection_pool
+            conn = local.conn = pool.connection_class(**pool.connection_kwargs)
+            local.pid = os.getpid()
+            self._dedicated.add(conn)
+
+        def call() -> Any:
+            conn.send_command(*command)
+            return conn.read_response()
+
+        try:
+            return conn.retry.call_with_retry(call, lambda _: conn.disconnect())
+        except redis.ResponseError as exc:
+            raise self._translate(exc) from None  # a reply: the connection is in sync
+        except redis.RedisError as exc:
+            conn.disconnect()
+            raise self._translate(exc) from None
+        except BaseException:
+            conn.disconnect()
+            raise
+
     def _decode(self, data: bytes | None) -> Any | None:
         return None if data is None else self.codec.decode(data)
 
@@ -344,11 +388,7 @@ class RedisStore(Store):
 
     def get_encoded(self, key: str) -> bytes | None:
         """See :meth:`Store.get_encoded`."""
-        full = self._key(key)
-        try:  # not through _guard: a plain try costs less than a context manager
-            data: bytes | None = self._client.get(full)
-        except redis.RedisError as exc:
-            raise self._translate(exc) from None
+        data: bytes | None = self._direct("GET", self._key(key))
         return data
 
     def get_many_encoded(self, keys: Iterable[str]) -> dict[str, bytes]:
@@ -365,10 +405,10 @@ class RedisStore(Store):
         full, ttl = self._key(key), check_ttl(ttl)
         if not isinstance(data, bytes):
             raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
-        try:
-            self._client.set(full, data, px=None if ttl is None else _ms(ttl))
-        except redis.RedisError as exc:
-            raise self._translate(exc) from None
+        if ttl is None:
+            self._direct("SET", full, data)
+        else:
+            self._direct("SET", full, data, "PX", _ms(ttl))
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """See :meth:`Store.add`."""
@@ -452,6 +492,12 @@ class RedisStore(Store):
         full, field, amount = self._key(key), check_key(field), check_amount(amount)
         with self._guard():
             return int(self._client.hincrby(full, field, amount))
+
+    def hincr_drop_zero(self, key: str, field: str, amount: int) -> int:
+        """See :meth:`Store.hincr_drop_zero`."""
+        full, field, amount = self._key(key), check_key(field), check_amount(amount)
+        with self._guard():
+            return int(self._hincr_drop_zero_script(keys=[full], args=[field, amount]))
 
     def hgetall_counters(self, key: str) -> dict[str, int]:
         """See :meth:`Store.hgetall_counters`."""
@@ -597,6 +643,8 @@ class RedisStore(Store):
 
     def close(self) -> None:
         """See :meth:`Store.close`."""
+        for conn in list(self._dedicated):
+            conn.disconnect()
         self._client.close()
 
     def clear_namespace(self) -> int:

@@ -8,11 +8,19 @@ loaded on first use (PEP 562), so importing one light submodule (``sluice.worker
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sluice.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from sluice.workers.batching import BatchResult, submit_batch
+    from sluice.workers.brokers import (
+        AMQP_PRIORITY_QUEUE,
+        broker_queues,
+        check_broker_reachable,
+        declared_queues,
+        physical_queue,
+    )
     from sluice.workers.deadletter import DeadLetterQueue
     from sluice.workers.priority import Priority, route
     from sluice.workers.queue import AsyncTaskQueue, TaskHandle
@@ -21,6 +29,11 @@ if TYPE_CHECKING:
     from sluice.workers.task import SluiceTask, TaskHandler, registry, sluice_task
 
 _HOMES = {
+    "AMQP_PRIORITY_QUEUE": "brokers",
+    "broker_queues": "brokers",
+    "check_broker_reachable": "brokers",
+    "declared_queues": "brokers",
+    "physical_queue": "brokers",
     "AsyncTaskQueue": "queue",
     "TaskHandle": "queue",
     "TaskHandler": "task",
@@ -58,13 +71,13 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as docs/architecture.md presen
     "define_rate_limit",
     "get_rate_limit",
     "DeadLetterQueue",
+    # brokers and their queues
+    "AMQP_PRIORITY_QUEUE",
+    "broker_queues",
+    "check_broker_reachable",
+    "declared_queues",
+    "physical_queue",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -13,9 +13,9 @@ from queue import Empty
 from typing import Any
 
 from sluice.workers import headers as hdr
+from sluice.workers.brokers import broker_queues
 from sluice.workers.handlers import handler_task_name
 from sluice.workers.loading import ensure_handlers_loaded
-from sluice.workers.priority import ALL_QUEUES
 from sluice.workers.stats import queue_depths
 from sluice.workers.submit import MICROBATCH
 
@@ -39,8 +39,9 @@ def drain(
     notify = progress or (lambda done, total: None)
     notify(0, total)
     with app.connection_for_read() as connection:
-        for name in ALL_QUEUES:
-            queue = connection.SimpleQueue(name, no_ack=False)
+        for name in broker_queues(str(app.conf.broker_url)):
+            # The declared Queue (with its arguments): RabbitMQ refuses a redeclaration without.
+            queue = connection.SimpleQueue(app.amqp.queues[name], no_ack=False)
             try:
                 while limit is None or report.executed + report.failed < limit:
                     try:

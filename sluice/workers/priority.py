@@ -51,6 +51,22 @@ _QUEUES = {level: level.name.lower() for level in Priority}
 PRIORITY_QUEUES: tuple[str, ...] = ("critical", "high", "normal", "low")
 #: Every queue sluice declares.
 ALL_QUEUES: tuple[str, ...] = (*PRIORITY_QUEUES, "batch")
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+#: The one RabbitMQ queue that carries CRITICAL, HIGH, NORMAL and LOW (by message priority);
+#: why, in :mod:`sluice.workers.brokers`.
+AMQP_PRIORITY_QUEUE = "priority"
+
+
+def is_amqp(broker_url: str) -> bool:
+    """Whether ``broker_url`` is a RabbitMQ (AMQP 0-9-1) broker."""
+    return broker_url.startswith(AMQP_SCHEMES)
+
+
+def physical_queue(queue: str, broker_url: str) -> str:
+    """The broker queue that carries the messages of sluice queue ``queue``."""
+    if is_amqp(broker_url) and queue in PRIORITY_QUEUES:
+        return AMQP_PRIORITY_QUEUE
+    return queue
 
 
 def broker_priority(level: Priority) -> int:
@@ -68,7 +84,10 @@ def broker_priority(level: Priority) -> int:
 
 
 def route(priority: Priority | str | int) -> dict[str, object]:
-    """``apply_async`` options that send a task to the queue of ``priority``."""
+    """``apply_async`` options that send a task to the queue of ``priority``.
+
+    On RabbitMQ the four priority levels share one queue (see :mod:`sluice.workers.brokers`).
+    """
     level = Priority.parse(priority)
     return dict(_routes(get_settings().broker_url)[level])
 
@@ -76,4 +95,11 @@ def route(priority: Priority | str | int) -> dict[str, object]:
 @functools.cache
 def _routes(broker_url: str) -> dict[Priority, dict[str, object]]:
     # Worked out once per broker: route() is on the path of every submission.
-    return {level: {"queue": level.queue, "priority": broker_priority(level)} for level in Priority}
+    # On RabbitMQ the four priority levels share one queue (see sluice.workers.brokers).
+    return {
+        level: {
+            "queue": physical_queue(level.queue, broker_url),
+            "priority": broker_priority(level),
+        }
+        for level in Priority
+    }

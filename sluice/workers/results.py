@@ -9,6 +9,7 @@ read per interval, backing off to 50-100 ms) and reads the value only once it is
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from celery.result import AsyncResult
 
 from sluice.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
 
 _FIRST_PAUSE = 0.002
 _MAX_PAUSE = 0.05
@@ -53,6 +56,21 @@ async def await_ready(results: Sequence[AsyncResult], timeout: float | None, wha
         _check(deadline, what)
         await asyncio.sleep(pause)
         pause = min(pause * 2, _MAX_PAUSE)
+
+
+def forget_quietly(result: AsyncResult) -> None:
+    """Delete a result that has been read; a backend that cannot be reached right now is not an error.
+
+    Forgetting is clean-up (results expire after ``result_expires`` anyway), and Celery retries
+    backend reads (``result_backend_always_retry``) but not this delete: a Redis restart that
+    begins between a result's read and its delete raised ConnectionError out of ``sluice analyze``
+    although every file had been analysed. Load widens that window, which is how the
+    broker-restart drill most likely failed under load (the only backend call on that path not retried).
+    """
+    try:
+        result.forget()
+    except Exception as exc:
+        log.info("result %s not forgotten now (it expires on its own): %s", result.id, exc)
 
 
 def value_of(result: AsyncResult) -> Any:

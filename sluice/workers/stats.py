@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from sluice.store import BufferedCounters, get_store
+from sluice.workers.brokers import broker_queues
 from sluice.workers.priority import ALL_QUEUES
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,15 @@ def adjust_running(delta: int) -> None:
 
 
 def queue_depths(app: Any) -> dict[str, int]:
-    """Messages waiting in each queue, read from the broker (every priority level included)."""
+    """Messages waiting in each broker queue, read from the broker (every priority level included).
+
+    On RabbitMQ the priority levels share one queue (:mod:`sluice.workers.brokers`), reported
+    under its own name.
+    """
     depths = {}
     with app.connection_for_read() as connection:
         channel = connection.default_channel
-        for name in ALL_QUEUES:
+        for name in broker_queues(str(app.conf.broker_url)):
             try:
                 depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
             except Exception as exc:  # a queue never declared yet counts as empty
@@ -74,7 +79,7 @@ def snapshot(app: Any) -> dict[str, Any]:
     depths = queue_depths(app)
     completed, failed = totals["all:completed"], totals["all:failed"]
     by_queue: dict[str, dict[str, int]] = {
-        name: {"pending": depths.get(name, 0)} for name in ALL_QUEUES
+        name: {"pending": depths.get(name, 0)} for name in dict.fromkeys((*ALL_QUEUES, *depths))
     }
     by_handler: dict[str, dict[str, int]] = {}
     for field, value in totals.items():

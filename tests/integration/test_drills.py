@@ -15,18 +15,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, require_service, service_env
+from tests.conftest import ROOT, Broker, require_service, service_env
 from tests.fake_openai import KEY, running_fake_openai
 from tests.worker_fixtures import wait_for
 
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
 FILES = 160
 PG_BIN = Path("/usr/lib/postgresql")
 
@@ -156,13 +159,13 @@ def _migrate(env: dict[str, str]) -> None:
 def test_sigkill_of_a_worker_mid_run_loses_nothing(
     tmp_path: Path,
     fake_llm: str,
-    redis_broker_url: str,
+    broker: Broker,
     redis_url: str,
     pg_schema: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = _drill_env(
-        tmp_path, fake_llm, SLUICE_BROKER_URL=redis_broker_url, SLUICE_RESULT_BACKEND=redis_broker_url,
+        tmp_path, fake_llm, SLUICE_BROKER_URL=broker.url, SLUICE_RESULT_BACKEND=broker.result_backend,
         SLUICE_REDIS_URL=redis_url, SLUICE_DATABASE_URL=pg_schema,
         SLUICE_KEY_PREFIX=f"drill-{tmp_path.name}:",
     )  # fmt: skip
@@ -185,7 +188,7 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(
         _stop(survivor)
         _stop(victim)
     assert run.returncode == 0, out[-2000:] + err[-2000:]
-    rows, distinct, dead = _report(capsys, "sigkill", injected, pg_schema)
+    rows, distinct, dead = _report(capsys, f"sigkill[{broker.kind}]", injected, pg_schema)
     assert (rows, distinct, dead) == (
         FILES,
         FILES,
@@ -218,17 +221,94 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def test_redis_restart_mid_run_loses_nothing(
-    tmp_path: Path, fake_llm: str, pg_schema: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+@dataclass
+class RestartableBroker:
+    """A broker a drill may stop and start again: its settings and how to restart it."""
+
+    kind: str
+    settings: dict[str, str]
+    restart: Callable[[], str]  # stops, waits 3 s, starts; returns what it did
+
+
+@contextmanager
+def _restartable_broker(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[RestartableBroker]:
+    """Redis: a private server with an append-only file. RabbitMQ: ``rabbitmqctl stop_app``."""
+    if kind == "amqp":
+        if shutil.which("rabbitmqctl") is None:
+            require_service(
+                "rabbitmqctl (the broker-restart drill stops the app)", "amqp://127.0.0.1:1"
+            )
+        url = request.getfixturevalue("amqp_broker_url")
+        results = request.getfixturevalue("redis_broker_url")
+        host = urlsplit(url)
+
+        def restart_rabbitmq() -> str:
+            subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+            time.sleep(3)
+            subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
+            wait_for(
+                lambda: _accepts(host.hostname or "127.0.0.1", host.port or 5672),
+                60,
+                "rabbitmq back",
+            )
+            return "RabbitMQ stop_app + start_app (3 s down)"
+
+        settings = {"SLUICE_BROKER_URL": url, "SLUICE_RESULT_BACKEND": results,
+                    "SLUICE_REDIS_URL": request.getfixturevalue("redis_url"),
+                    "SLUICE_KEY_PREFIX": f"drill-{tmp_path.name}:"}  # fmt: skip
+        try:
+            yield RestartableBroker(kind, settings, restart_rabbitmq)
+        finally:
+            # Never leave the shared broker stopped, whatever failed.
+            subprocess.run(["rabbitmqctl", "start_app"], capture_output=True)
+        return
     port = _free_port()
     (tmp_path / "redis").mkdir()
+    restarted: list[subprocess.Popen[bytes]] = []
     with _private_redis(tmp_path / "redis", port) as command:
+
+        def restart_redis() -> str:
+            # SHUTDOWN writes the append-only file; the same command brings the same data back.
+            subprocess.run(["redis-cli", "-p", str(port), "shutdown"], capture_output=True)
+            time.sleep(3)
+            restarted.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+            wait_for(lambda: _pings(redis.Redis(port=port)), 20, "redis back")
+            return "Redis shutdown + restart (3 s down)"
+
         broker = f"redis://127.0.0.1:{port}/0"
-        env = _drill_env(
-            tmp_path, fake_llm, SLUICE_BROKER_URL=broker, SLUICE_RESULT_BACKEND=broker,
-            SLUICE_REDIS_URL=f"redis://127.0.0.1:{port}/1", SLUICE_DATABASE_URL=pg_schema,
-        )  # fmt: skip
+        settings = {
+            "SLUICE_BROKER_URL": broker,
+            "SLUICE_RESULT_BACKEND": broker,
+            "SLUICE_REDIS_URL": f"redis://127.0.0.1:{port}/1",
+        }
+        yield RestartableBroker(kind, settings, restart_redis)
+    for process in restarted:
+        process.wait(10)  # the context's shutdown stopped the restarted server too
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["redis", "amqp"])
+def test_broker_restart_mid_run_loses_nothing(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    fake_llm: str,
+    pg_schema: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with _restartable_broker(kind, tmp_path, request) as broker:
+        env = _drill_env(tmp_path, fake_llm, SLUICE_DATABASE_URL=pg_schema, **broker.settings)
         _migrate(env)
         tree = _tree(tmp_path / "tree")
         workers = [_worker(env, tmp_path / f"w{i}.log") for i in range(2)]
@@ -237,22 +317,14 @@ def test_redis_restart_mid_run_loses_nothing(
             run = _analyze(env, tree)
             wait_for(lambda: _counts(pg_schema)[1] >= FILES // 4, 120, "a quarter of the files")
             at = _counts(pg_schema)[1]
-            # SHUTDOWN writes the append-only file; the same command brings the same data back.
-            subprocess.run(["redis-cli", "-p", str(port), "shutdown"], capture_output=True)
-            time.sleep(3)
-            restarted = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            wait_for(lambda: _pings(redis.Redis(port=port)), 20, "redis back")
-            injected = f"Redis shutdown + restart (3 s down) at {at}/{FILES} files"
+            injected = f"{broker.restart()} at {at}/{FILES} files"
             out, err = run.communicate(timeout=300)
         finally:
             for worker in workers:
                 _stop(worker)
         assert run.returncode == 0, out[-2000:] + err[-2000:]
-        rows, distinct, dead = _report(capsys, "redis-restart", injected, pg_schema)
+        rows, distinct, dead = _report(capsys, f"broker-restart[{kind}]", injected, pg_schema)
         assert distinct + dead == FILES and rows == distinct  # lost = 0, no duplicates
-    restarted.wait(10)  # the context's shutdown stopped the restarted server too
 
 
 @contextmanager
@@ -335,7 +407,7 @@ def test_database_outage_mid_run_loses_nothing(
 
 
 def test_burst_of_10000_keeps_critical_ahead(
-    tmp_path: Path, redis_broker_url: str, redis_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, broker: Broker, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """10,000 queued LOW/NORMAL/HIGH tasks; CRITICAL ones submitted into the backlog start next."""
     from sluice.store import RedisStore
@@ -344,13 +416,14 @@ def test_burst_of_10000_keeps_critical_ahead(
 
     prefix = f"drill-{tmp_path.name}:"
     env = service_env(
-        tmp_path, SLUICE_BROKER_URL=redis_broker_url, SLUICE_RESULT_BACKEND=redis_broker_url,
+        tmp_path, SLUICE_BROKER_URL=broker.url, SLUICE_RESULT_BACKEND=broker.result_backend,
         SLUICE_REDIS_URL=redis_url, SLUICE_KEY_PREFIX=prefix, SLUICE_HANDLER_MODULES="tests.worker_handlers",
     )  # fmt: skip
     store = RedisStore(redis_url, prefix=prefix)
     workers = [_worker(env, tmp_path / f"w{i}.log", "critical,high,normal,low") for i in range(2)]
     slots = 2 * 2  # processes x concurrency, prefetch 1
     jumped: list[int] = []
+    queued_at: dict[str, int] = {}
     try:
         wait_for(lambda: all(_ready(tmp_path / f"w{i}.log") for i in range(2)), 60, "workers")
         with settings_env(
@@ -362,13 +435,11 @@ def test_burst_of_10000_keeps_critical_ahead(
             for i in range(10_000):
                 submit_task("t_record", {"id": i, "label": "bulk"}, levels[i % 3])
                 if i % 1000 == 999:
-                    started_before = store.get_counter("seq")
-                    submit_task(
-                        "t_record",
-                        {"id": f"c{i}", "label": f"critical:{started_before}"},
-                        "CRITICAL",
-                    )
-            wait_for(lambda: store.get_counter("seq") >= 10_010, 240, "all 10,010 tasks")
+                    submit_task("t_record", {"id": f"c{i}", "label": f"critical:c{i}"}, "CRITICAL")
+                    # Counted from when the broker has it: tasks that started while the publish
+                    # was in transit did not overtake it.
+                    queued_at[f"c{i}"] = store.get_counter("seq")
+            wait_for(lambda: store.get_counter("seq") >= 10_010, 600, "all 10,010 tasks")
     finally:
         for worker in workers:
             _stop(worker)
@@ -376,15 +447,67 @@ def test_burst_of_10000_keeps_critical_ahead(
     for entry in order:
         seq, label = entry.split("|", 1)
         if label.startswith("critical:"):
-            jumped.append(int(seq) - int(label.split(":", 1)[1]) - 1)
+            jumped.append(max(0, int(seq) - queued_at[label.split(":", 1)[1]] - 1))
     store.clear_namespace()
     store.close()
     _announce(
         capsys,
-        f"drill burst: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; completed {len(order)}, "
+        f"drill burst[{broker.kind}]: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; "
+        f"completed {len(order)}, "
         f"lost {10_010 - len(order)}; tasks started between a CRITICAL's submission and its start: {jumped}",
     )
     assert len(order) == 10_010
     assert len(jumped) == 10
     # A CRITICAL task waits at most for what the workers already hold (one message per slot).
     assert max(jumped) <= slots * 2, jumped
+
+
+def test_critical_behind_1000_low_waits_for_at_most_the_running_task(
+    tmp_path: Path, broker: Broker, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The priority drill: one worker slot, 1,000 LOW queued, then CRITICAL submitted."""
+    from sluice.store import RedisStore
+    from sluice.workers import Priority, submit_task
+    from tests.worker_fixtures import settings_env
+
+    prefix = f"drill-{tmp_path.name}:"
+    env = service_env(
+        tmp_path, SLUICE_BROKER_URL=broker.url, SLUICE_RESULT_BACKEND=broker.result_backend,
+        SLUICE_REDIS_URL=redis_url, SLUICE_KEY_PREFIX=prefix, SLUICE_HANDLER_MODULES="tests.worker_handlers",
+    )  # fmt: skip
+    store = RedisStore(redis_url, prefix=prefix)
+    log = tmp_path / "w.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "sluice", "worker", "-Q", "critical,high,normal,low",
+         "-c", "1", "--prefetch-multiplier", "1", "-n", f"drill-{tmp_path.name}@%h", "-l", "INFO",
+         "-f", str(log)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        with settings_env(
+            reconfigure_celery=True, **{k: v for k, v in env.items() if k.startswith("SLUICE_")}
+        ):
+            import tests.worker_handlers  # noqa: F401 - registers t_record here too
+
+            for i in range(1000):
+                submit_task("t_record", {"id": i, "label": "low", "sleep": 0.01}, Priority.LOW)
+            wait_for(lambda: _ready(log), 60, "worker")
+            wait_for(lambda: store.get_counter("seq") >= 50, 60, "the LOW backlog to be running")
+            submit_task("t_record", {"id": "c", "label": "critical"}, "CRITICAL")
+            started_before = store.get_counter("seq")  # from when the broker has it
+            wait_for(lambda: store.get_counter("seq") >= 1001, 120, "all 1,001 tasks")
+    finally:
+        _stop(worker)
+    order = store.hgetall_counters("order")
+    (critical,) = [entry for entry in order if entry.endswith("|critical")]
+    jumped = max(0, int(critical.split("|", 1)[0]) - started_before - 1)
+    store.clear_namespace()
+    store.close()
+    _announce(
+        capsys,
+        f"drill priority[{broker.kind}]: 1,000 LOW queued, CRITICAL submitted after "
+        f"{started_before} started; completed {len(order)}, lost {1001 - len(order)}; "
+        f"tasks started between its submission and its start: {jumped}",
+    )
+    assert len(order) == 1001
+    assert jumped <= 1  # at most the task that was running when it arrived

@@ -167,7 +167,7 @@ def test_metrics_after_a_real_workload(
 
         status, health = get_json(base + "/health")
         assert status == 200, health
-        assert set(health["checks"]) == {"broker", "store", "database", "workers"}
+        assert set(health["checks"]) == {"broker", "consumers", "store", "database", "workers"}
 
         status, stats = get_json(base + "/stats")
         assert status == 200

@@ -106,6 +106,90 @@ def test_clear_namespace_escapes_glob_characters(redis_url: str, key_prefix: str
     literal_sibling.close()
 
 
+def test_value_paths_survive_a_killed_connection(redis_url: str, redis_store: RedisStore) -> None:
+    """get_encoded/set_encoded use a per-thread connection: a killed one reconnects (retried)."""
+    data = redis_store.codec.encode({"a": 1})
+    redis_store.set_encoded("k", data, ttl=60)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(2):
+            admin.client_kill_filter(_type="normal", skipme=True)
+            assert redis_store.get_encoded("k") == data
+            redis_store.set_encoded("k2", data, ttl=60)
+            assert redis_store.get("k2") == {"a": 1}
+    finally:
+        admin.close()
+
+
+def test_value_paths_of_an_unreachable_redis_are_backend_unavailable() -> None:
+    store = RedisStore("redis://user:s3cret-pw@127.0.0.1:1/0", socket_timeout=0.5)
+    for call in (lambda: store.get_encoded("k"), lambda: store.set_encoded("k", b"\x02\x01")):
+        with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1:1") as caught:
+            call()
+        assert "s3cret-pw" not in str(caught.value)
+    store.close()
+
+
+def test_an_error_reply_leaves_the_connection_in_sync(redis_store: RedisStore) -> None:
+    redis_store.push("q", 1)
+    data = redis_store.codec.encode("v")
+    redis_store.set_encoded("v", data)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="different kind"):
+            redis_store.get_encoded("q")  # WRONGTYPE, on the thread's connection
+        assert redis_store.get_encoded("v") == data  # the error's reply was consumed
+
+
+def test_value_paths_from_many_threads_never_cross(redis_store: RedisStore) -> None:
+    import threading
+
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        for i in range(50):
+            data = redis_store.codec.encode([n, i])
+            redis_store.set_encoded(f"t{n}", data, ttl=60)
+            got = redis_store.get_encoded(f"t{n}")
+            if got != data:
+                errors.append(f"thread {n} read {got!r}, wrote {data!r}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_value_paths_after_fork_use_the_childs_own_connection(redis_store: RedisStore) -> None:
+    import multiprocessing
+
+    data = redis_store.codec.encode("parent")
+    redis_store.set_encoded("f", data, ttl=60)
+    assert redis_store.get_encoded("f") == data  # the parent's thread connection now exists
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_child_rewrites, args=(redis_store,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert redis_store.get("f") == "child"  # and the parent's connection still works
+
+
+def _child_rewrites(store: RedisStore) -> None:
+    assert store.get("f") == "parent"
+    store.set_encoded("f", store.codec.encode("child"), ttl=60)
+    assert store.codec.decode(store.get_encoded("f") or b"") == "child"
+
+
+def test_close_disconnects_the_thread_connections(redis_url: str, key_prefix: str) -> None:
+    store = RedisStore(redis_url, prefix=key_prefix)
+    store.set_encoded("c", store.codec.encode(1), ttl=60)
+    conns = list(store._dedicated)
+    assert conns and all(c._sock is not None for c in conns)
+    store.close()
+    assert all(c._sock is None for c in conns)
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -790,10 +790,14 @@ class CacheContract:
         assert expired or stats["by_type"]["analysis"]["corrupt"] >= 3
         assert stats["l2"]["circuit"] == "closed"
 
+    # Each backend's subclass runs this test: a different executor on purpose.
     @settings(
         max_examples=40,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(
         st.dictionaries(

@@ -70,3 +70,18 @@ def test_every_beat_entry_names_a_registered_task() -> None:
     assert app.conf.beat_schedule
     for name, entry in app.conf.beat_schedule.items():
         assert entry["task"] in app.tasks, name
+
+
+def test_rabbitmq_broker_gets_one_priority_queue_for_every_route() -> None:
+    import celeryconfig
+    from tests.worker_fixtures import settings_env
+
+    try:
+        with settings_env(SLUICE_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//"):
+            config = importlib.reload(celeryconfig)
+            assert [q.name for q in config.task_queues] == ["priority", "batch"]
+            assert config.task_default_queue == "priority"
+            assert {route["queue"] for route in config.task_routes.values()} == {"priority"}
+            assert {e["options"]["queue"] for e in config.beat_schedule.values()} == {"priority"}
+    finally:
+        importlib.reload(celeryconfig)  # back to the settings outside the block

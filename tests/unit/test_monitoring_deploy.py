@@ -23,6 +23,7 @@ REQUIRED_ALERTS = GUIDE_ALERTS | {
     "WorkersDown",
     "RateLimiterSaturated",
     "CDNPurgeFailures",
+    "QueueOldestMessageTooOld",
     "AIBudgetNearlySpent",
 }
 PROMQL_WORDS = {
@@ -68,9 +69,11 @@ def test_every_required_alert_exists_and_is_tested_firing_and_not() -> None:
 
 
 def exported_names(monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    from sluice.monitoring import recorder
+    from sluice.monitoring import queuewait, recorder
 
     fake_sources(monkeypatch)
+    # The embedded broker keeps no waiting set; a distributed one reports every queue.
+    monkeypatch.setattr(queuewait, "oldest_waiting", lambda: {("low", "low"): 1.0})
     recorder.observe("db_query", 0.1, {"operation": "select", "table": "t"})
     recorder.observe("task", 0.1, {"queue": "high", "handler": "h", "outcome": "success"})
     for event in ("slow_query", "cdn_purge_run", "cdn_purge_failure", "cdn_paths_purged"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ def test_planted_pickle_row_is_refused(disk_store: DiskStore, tmp_path: Path, pa
         disk_store.get("evil")
     with pytest.raises(CodecError):
         disk_store.get_many(["evil"])
+    with pytest.raises(CodecError, match="pickled"):
+        disk_store.get_encoded("evil")  # the SQL fast path hands such rows to SafeDisk
+    with pytest.raises(CodecError):
+        disk_store.get_many_encoded(["evil"])
     assert not marker.exists()
 
 
@@ -60,6 +65,53 @@ def test_planted_pickle_bytes_value_is_refused(disk_store: DiskStore, tmp_path: 
     with pytest.raises(CodecError, match="unknown payload header 0x80"):
         disk_store.get("evil")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "old", ["pickled-row", "pickled-file", "file", "counter", "hash", "list", "expired", "none"]
+)
+@pytest.mark.parametrize("size", [10, 100_000], ids=["inline", "file"])
+def test_set_encoded_replaces_every_row_form(
+    disk_store: DiskStore, tmp_path: Path, old: str, size: int
+) -> None:
+    """The one-statement UPDATE of set_encoded and the SELECT of get_encoded serve only inline
+    untagged rows; every other form goes through diskcache, leaving no old file or list item."""
+    full = "sluice:k"
+    plain = diskcache.Cache(str(disk_store.directory))
+    if old.startswith("pickled"):
+        plain.set(
+            full, [_Exploit(tmp_path / "pwned"), "x" * (100_000 if old == "pickled-file" else 0)]
+        )
+    elif old == "file":
+        plain.set(full, b"\x02" + b"x" * 100_000)
+    plain.close()
+    if old == "counter":
+        disk_store.incr("k", 5)
+    elif old == "hash":
+        disk_store.hincr("k", "f")
+    elif old == "list":
+        disk_store.push("k", 1, 2)
+    elif old == "expired":
+        disk_store.set("k", "old", ttl=0.05)
+    value = random.Random(size).randbytes(size)  # incompressible: 100 kB stays a value file
+    data = disk_store.codec.encode(value)
+    disk_store.set_encoded("k", data, ttl=60)
+    assert disk_store.get_encoded("k") == data
+    assert disk_store.get("k") == value
+    assert 0 < (disk_store.ttl("k") or 0) <= 60
+    cache = disk_store._cache
+    items = [key for key in cache.iterkeys() if isinstance(key, str) and key.startswith(full)]
+    assert items == [full]  # no list item survives
+    files = list(Path(disk_store.directory).rglob("*.val"))
+    assert len(files) == (1 if len(data) >= 2**15 else 0)  # no old value file survives
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_set_encoded_without_ttl_never_expires(disk_store: DiskStore) -> None:
+    data = disk_store.codec.encode(1)
+    disk_store.set_encoded("k", data, ttl=0.05)
+    disk_store.set_encoded("k", data)  # the UPDATE path clears the old expiry
+    assert disk_store.ttl("k") is None and disk_store.get_encoded("k") == data
 
 
 def test_safe_disk_refuses_what_diskcache_would_pickle(tmp_path: Path) -> None:

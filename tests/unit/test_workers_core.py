@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from sqlalchemy import update
 
 import tests.worker_handlers as handlers
 from sluice.errors import ConfigurationError, InvalidInput, TaskFailed
-from sluice.settings import get_settings
 from sluice.store import DiskStore, get_store
 from sluice.workers import (
     AsyncTaskQueue,
@@ -35,24 +33,6 @@ from sluice.workers import (
 from sluice.workers import stats as worker_stats
 from tests.conftest import ROOT
 from tests.worker_fixtures import settings_env
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    """A private data directory (store, SQLite database) with async processing on."""
-    with settings_env(SLUICE_DATA_DIR=str(tmp_path / "data")):
-        get_settings().data_dir.mkdir(parents=True, exist_ok=True)
-        yield tmp_path / "data"
-
-
-@pytest.fixture
-def sync_mode(data_dir: Path) -> Iterator[DeadLetterQueue]:
-    """ASYNC_PROCESSING_ENABLED=false with a migrated dead-letter table; yields the DLQ."""
-    with settings_env(ASYNC_PROCESSING_ENABLED="false"):
-        assert get_settings().async_processing_enabled is False
-        dlq = DeadLetterQueue()
-        dlq.ensure_schema()
-        yield dlq
 
 
 def _pending() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from celery import chord, group
 import tests.worker_handlers as handlers
 from sluice.celery import app
 from sluice.errors import ConfigurationError, InvalidInput, RetryLater
-from sluice.settings import get_settings
 from sluice.store import get_store
 from sluice.taskcontext import current_priority
 from sluice.workers import (
@@ -33,21 +31,6 @@ from sluice.workers import (
 from sluice.workers import stats as worker_stats
 from sluice.workers.handlers import load_handler_modules
 from tests.worker_fixtures import settings_env
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    with settings_env(SLUICE_DATA_DIR=str(tmp_path / "data")):
-        get_settings().data_dir.mkdir(parents=True, exist_ok=True)
-        yield tmp_path / "data"
-
-
-@pytest.fixture
-def sync_mode(data_dir: Path) -> Iterator[DeadLetterQueue]:
-    with settings_env(ASYNC_PROCESSING_ENABLED="false"):
-        dlq = DeadLetterQueue()
-        dlq.ensure_schema()
-        yield dlq
 
 
 def _depths() -> dict[str, int]:
