@@ -84,6 +84,13 @@ class BufferedCounters:
             pending[field] += amount
             pending[other] += other_amount
 
+    def add(self, *increments: tuple[str, int]) -> None:
+        """Add ``("scope:event", amount)`` pairs under one lock (a task's run counts three)."""
+        with self._lock:
+            pending = self._pending
+            for field, amount in increments:
+                pending[field] += amount
+
     def flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= self.interval:
             self.flush()
