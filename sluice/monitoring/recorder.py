@@ -103,13 +103,19 @@ def flush() -> None:
 
 def observe(histogram: str, seconds: float, labels: Mapping[str, str]) -> None:
     """Record one observation of ``seconds`` in ``histogram`` (a key of :data:`BUCKETS`)."""
+    observe_series(histogram, scope(histogram, labels), seconds)
+
+
+def observe_series(histogram: str, name: str, seconds: float) -> None:
+    """:func:`observe` for a series whose :func:`scope` ``name`` the caller worked out (and keeps)."""
     bounds = BUCKETS[histogram]
     index = bisect.bisect_left(bounds, seconds)
-    name = scope(histogram, labels)
-    buffer = histograms()
-    buffer.incr(name, str(bounds[index]) if index < len(bounds) else INF)
-    buffer.incr(name, "count")
-    buffer.incr(name, "sum_us", max(0, round(seconds * 1e6)))
+    bucket = str(bounds[index]) if index < len(bounds) else INF
+    histograms().add(
+        (f"{name}:{bucket}", 1),
+        (f"{name}:count", 1),
+        (f"{name}:sum_us", max(0, round(seconds * 1e6))),
+    )
 
 
 def count(event: str, labels: Mapping[str, str], amount: int = 1) -> None:

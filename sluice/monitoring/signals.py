@@ -6,6 +6,7 @@ so no CDN or worker module has to know about metrics. Receivers are connected on
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -19,8 +20,8 @@ from sluice.store.counters import flush_all
 
 log = logging.getLogger(__name__)
 CDN_FLUSH_TASK = "sluice.cdn.flush_invalidations"
-#: Start time and labels of each running sluice task, by task id.
-_running: dict[str, tuple[float, dict[str, str]]] = {}
+#: Start time and labels (as ``(key, value)`` pairs) of each running sluice task, by task id.
+_running: dict[str, tuple[float, tuple[tuple[str, str], ...]]] = {}
 
 
 @task_prerun.connect(weak=False)
@@ -30,7 +31,7 @@ def start_task_clock(sender: Any = None, task_id: str | None = None, **_: Any) -
     if labels is None or task_id is None:
         return
     try:
-        _running[task_id] = (time.perf_counter(), labels())
+        _running[task_id] = (time.perf_counter(), tuple(labels().items()))
     except Exception:  # metrics must never fail the task they measure
         log.debug("could not label task %s", task_id, exc_info=True)
 
@@ -50,9 +51,15 @@ def observe_task_run(
     began, labels = started
     outcome = "success" if state == states.SUCCESS else "failure"
     try:
-        recorder.observe("task", time.perf_counter() - began, {**labels, "outcome": outcome})
+        recorder.observe_series("task", _task_series(labels, outcome), time.perf_counter() - began)
     except Exception:
         log.debug("could not record task metrics", exc_info=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _task_series(labels: tuple[tuple[str, str], ...], outcome: str) -> str:
+    # Every run records one: label sets repeat (queue x handler x outcome), so each is encoded once.
+    return recorder.scope("task", {**dict(labels), "outcome": outcome})
 
 
 @task_postrun.connect(weak=False)

@@ -84,6 +84,13 @@ class BufferedCounters:
             pending[field] += amount
             pending[other] += other_amount
 
+    def add(self, *increments: tuple[str, int]) -> None:
+        """Add ``("scope:event", amount)`` pairs under one lock (a task's run counts three)."""
+        with self._lock:
+            pending = self._pending
+            for field, amount in increments:
+                pending[field] += amount
+
     def flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= self.interval:
             self.flush()
@@ -91,12 +98,14 @@ class BufferedCounters:
     def flush(self) -> bool:
         """Add the buffered increments to the shared totals; False (and kept) if that fails."""
         with self._lock:
-            batch, self._pending = +self._pending, Counter()
+            # Not ``+Counter``: that drops negative deltas (a running count going down).
+            batch = {field: amount for field, amount in self._pending.items() if amount}
+            self._pending = Counter()
             self._flushed_at = time.monotonic()
         if not batch:
             return True
         try:
-            self._flush(dict(batch))
+            self._flush(batch)
             return True
         except Exception:
             with self._lock:

@@ -55,9 +55,9 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def check_json_object(value: Any, what: str = "payload", max_bytes: int | None = None) -> int:
-    """Raise :class:`InvalidInput` unless ``value`` is a JSON object every hop carries unchanged;
-    return its encoded size in bytes (checked against ``max_bytes`` when given)."""
+def check_json_object(value: Any, what: str = "payload", max_bytes: int | None = None) -> str:
+    """Raise :class:`InvalidInput` unless ``value`` is a JSON object every hop carries unchanged,
+    within ``max_bytes`` (UTF-8) when given; return its compact JSON text."""
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be a dict (a JSON object), got {type(value).__name__}")
     # The fast path is C: the encoder refuses NaN, infinities, foreign types, cycles and (with a
@@ -78,7 +78,7 @@ def check_json_object(value: Any, what: str = "payload", max_bytes: int | None =
         raise InvalidInput(
             f"{what} is {size} bytes, over the {max_bytes}-byte limit (SLUICE_MAX_PAYLOAD_BYTES)"
         )
-    return size
+    return text
 
 
 def fits(value: Any, max_depth: int = MAX_DEPTH) -> bool:

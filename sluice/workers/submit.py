@@ -26,14 +26,15 @@ from sluice.workers.ratelimit import get_rate_limit
 MICROBATCH = "sluice.microbatch"
 
 
-def check_payload(payload: Any, headers: Any = None) -> None:
+def check_payload(payload: Any, headers: Any = None) -> str:
     """Raise :class:`InvalidInput` unless ``payload`` (and the caller's message ``headers``, when
     given) is a JSON object every hop carries unchanged, within the size limit (see
-    :mod:`sluice.workers.payload`)."""
+    :mod:`sluice.workers.payload`); return the payload's compact JSON text."""
     limit = get_settings().max_payload_bytes
-    check_json_object(payload, "payload", limit)
+    text = check_json_object(payload, "payload", limit)
     if headers is not None:
         check_json_object(headers, "headers", limit)
+    return text
 
 
 def check_countdown(countdown: Any) -> None:

@@ -24,12 +24,14 @@ message headers, so ``.s()``, groups and chords see the task's own arguments onl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, ClassVar, cast
 
 from celery import Task
@@ -81,6 +83,12 @@ def take_token(limit: str | None, level: Priority, label: str) -> float:
     return min(grant.wait_seconds, get_settings().max_countdown)
 
 
+@functools.lru_cache(maxsize=4096)
+def _metric_labels(queue: str, handler: str) -> Mapping[str, str]:
+    # Asked for on every run; read-only, as one mapping is shared by every run of the series.
+    return MappingProxyType({"queue": queue, "handler": handler})
+
+
 class SluiceTask(Task):
     """Base class of sluice tasks; configure with class attributes (or ``app.task`` options).
 
@@ -102,10 +110,10 @@ class SluiceTask(Task):
         """The name in stats, metrics and the dead-letter table."""
         return str(self.name)
 
-    def metric_labels(self) -> dict[str, str]:
+    def metric_labels(self) -> Mapping[str, str]:
         """``queue`` and ``handler`` of the running call (monitoring labels its durations so)."""
         level = Priority.parse(hdr.read(self.request, hdr.PRIORITY, int(self.level)))
-        return {"queue": level.queue, "handler": self.label}
+        return _metric_labels(level.queue, self.label)
 
     def payload_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
         """The JSON object validated at submit and kept in a dead letter."""
@@ -114,6 +122,11 @@ class SluiceTask(Task):
     def call_of(self, payload: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """``args, kwargs`` from a dead letter's payload (the inverse of :meth:`payload_of`)."""
         return list(payload.get("args", [])), dict(payload.get("kwargs", {}))
+
+    def args_shown(self, payload_json: str) -> str | None:
+        """How the message shows its positional arguments (Flower, events, worker logs), made from
+        the payload's JSON text validated at submit; None leaves it to Celery (``saferepr``)."""
+        return None
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -152,7 +165,11 @@ class SluiceTask(Task):
         if hdr.PRIORITY in headers and priority is None:
             priority = headers[hdr.PRIORITY]
         level = self.level if priority is None else Priority.parse(priority)
-        check_payload(self.payload_of(args, kwargs), headers or None)
+        text = check_payload(self.payload_of(args, kwargs), headers or None)
+        shown = self.args_shown(text)
+        if shown is not None and "argsrepr" not in options:
+            # The text exists already; Celery's saferepr would walk the payload once more.
+            options["argsrepr"] = shown[: self.app.amqp.argsrepr_maxsize]
         check_countdown(options.get("countdown"))
         check_rate_limit(self.global_rate_limit)
         stats.record("submitted", level.queue, self.label)
@@ -300,6 +317,9 @@ class HandlerTask(SluiceTask):
 
     def call_of(self, payload: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         return [payload], {}
+
+    def args_shown(self, payload_json: str) -> str:
+        return f"[{payload_json}]"  # the one argument, as a JSON array of the arguments
 
 
 def _run_handler(self: HandlerTask, payload: dict[str, Any]) -> Any:

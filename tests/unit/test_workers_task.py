@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,54 @@ def _canvas() -> None:
         "g2",
     ]
     assert chord(handlers.limited_call.s(f"c{i}") for i in range(4))(handlers.total.s()).get() == 4
+
+
+# -- what a message shows of its arguments -----------------------------------------------------
+
+
+@pytest.fixture
+def published_headers() -> Iterator[list[dict[str, Any]]]:
+    from celery.signals import before_task_publish
+
+    seen: list[dict[str, Any]] = []
+
+    def keep(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        seen.append(dict(headers or {}))
+
+    before_task_publish.connect(keep, weak=False)
+    try:
+        yield seen
+    finally:
+        before_task_publish.disconnect(keep)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"id": 1}, {"text": "héllo ✓", "nested": {"list": [1, 2.5, None, True]}}, {}],
+)
+def test_a_handler_message_shows_its_payload_as_the_json_validated_at_submit(
+    data_dir: Path, published_headers: list[dict[str, Any]], payload: dict[str, Any]
+) -> None:
+    import json
+
+    submit_task("t_poison", payload)
+    (headers,) = published_headers
+    assert json.loads(headers["argsrepr"]) == [payload]
+
+
+def test_a_long_payload_is_shown_cut_like_celery_cuts_it(
+    data_dir: Path, published_headers: list[dict[str, Any]]
+) -> None:
+    submit_task("t_poison", {"text": "x" * 5000})
+    (headers,) = published_headers
+    assert len(headers["argsrepr"]) == app.amqp.argsrepr_maxsize
+    assert headers["argsrepr"].startswith('[{"text":"xxx')
+
+
+def test_a_plain_task_message_keeps_celerys_own_argument_display(
+    data_dir: Path, published_headers: list[dict[str, Any]]
+) -> None:
+    define_rate_limit("t", 100)
+    handlers.limited_call.delay("a")
+    (headers,) = published_headers
+    assert headers["argsrepr"] == "('a',)"
