@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -46,9 +47,18 @@ class ConsumerWatchdog:
     """Watches one worker's queues; see the module docstring."""
 
     def __init__(
-        self, app: Any, worker: str, queues: list[str], slots: int, interval: float
+        self,
+        app: Any,
+        worker: str,
+        queues: list[str],
+        slots: int,
+        interval: float,
+        consuming: Callable[[], set[str]] | None = None,
     ) -> None:
         self.app = app
+        # The queues the consumer listens to now: an operator's `celery control cancel_consumer`
+        # stops deliveries on purpose, and a paused queue is not a stalled one.
+        self.consuming = consuming or (lambda: set(self.queues))
         self.worker = worker
         self.queues = list(queues)
         self.slots = slots
@@ -88,8 +98,13 @@ class ConsumerWatchdog:
 
         now = time.monotonic()
         free = len(state.active_requests) < self.slots
+        consuming = self.consuming()
         stalled = []
         for queue in self.queues:
+            if queue not in consuming:  # paused: its clock starts again when it is resumed
+                self.last_delivery[queue] = now
+                self.canaries_since[queue] = 0
+                continue
             quiet = now - self.last_delivery[queue]
             if quiet < self.interval:
                 continue
@@ -198,11 +213,17 @@ def start_watchdog(sender: Any = None, **_: Any) -> None:
         queues = list(sender.app.amqp.queues.consume_from)
         _watchdog = ConsumerWatchdog(
             sender.app, str(sender.hostname), queues, int(sender.controller.concurrency),
-            get_settings().watchdog_interval,
+            get_settings().watchdog_interval, consuming=lambda: _consumed_queues(sender),
         )  # fmt: skip
         _watchdog.start()
     except Exception:
         log.warning("the consumer watchdog could not start", exc_info=True)
+
+
+def _consumed_queues(consumer: Any) -> set[str]:
+    """Names of the queues ``consumer`` listens to now (after any add/cancel_consumer)."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    return {queue.name for queue in getattr(task_consumer, "queues", None) or ()}
 
 
 @task_received.connect(weak=False)
