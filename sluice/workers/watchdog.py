@@ -93,18 +93,26 @@ class ConsumerWatchdog:
             self.canaries_since[queue] = 0
 
     def check(self) -> list[str]:
-        """One round: publish canaries where needed; return the stalled queues."""
+        """One round: publish canaries where needed; return the stalled queues.
+
+        The consumer is stalled only when every queue it consumes is: a canary sent to a queue that
+        other workers share may be taken by one of them while this worker is busy (with messages
+        held for a countdown, say), so one quiet queue beside others that deliver proves nothing,
+        and recycling on it would drop the held messages until the visibility timeout.
+        """
         from celery.worker import state
 
         now = time.monotonic()
         free = len(state.active_requests) < self.slots
         consuming = self.consuming()
         stalled = []
+        watched = 0
         for queue in self.queues:
             if queue not in consuming:  # paused: its clock starts again when it is resumed
                 self.last_delivery[queue] = now
                 self.canaries_since[queue] = 0
                 continue
+            watched += 1
             quiet = now - self.last_delivery[queue]
             if quiet < self.interval:
                 continue
@@ -115,7 +123,7 @@ class ConsumerWatchdog:
                 stalled.append(queue)
             if free:
                 self._publish_canary(queue)
-        return stalled
+        return stalled if watched and len(stalled) == watched else []
 
     def _publish_canary(self, queue: str) -> None:
         try:
