@@ -2,7 +2,9 @@
 
 In a process, concurrent callers of one key share one computation (single flight). Across processes
 the first to take the key's fill lock in the store computes (its lease renewed while it runs) while
-the others poll L2 for its value, up to ``stampede_wait`` seconds, then compute themselves.
+the others poll L2 for its value for as long as the lock is held: a holder that died stops renewing,
+its lease lapses and a waiter takes the lock over. Only a store that stops answering a waiter for
+``stampede_wait`` seconds makes it compute without the lock (the cache fails open).
 
 The protocol is written once, as a generator of steps (:meth:`FillProtocol.steps`): it yields
 :data:`COMPUTE` when the value must be computed and a number of seconds when it must wait. The sync
@@ -52,17 +54,26 @@ class FillProtocol:
         model: str | None,
         usage_of: UsageOf | None,
     ) -> Generator[object, Any, Any]:
-        """The cross-process fill as steps: yields :data:`COMPUTE` or a sleep in seconds."""
+        """The cross-process fill as steps: yields :data:`COMPUTE` or a sleep in seconds.
+
+        The fill lock's name is the cache key, so the key is the request's idempotency key: a
+        redelivered task finds the value, or the lock of the run still in flight, and waits for
+        that run for as long as its holder keeps renewing the lease (however long the provider
+        takes). It computes itself only when it takes the lock (the holder died and its lease
+        lapsed, or it failed and released it), or when the store has not answered for
+        ``stampede_wait`` seconds while it waited (fail-open); a fill that finds the store down
+        from its first attempt computes at once, as the cache fails open.
+        """
         tiers, config = self.tiers, self.tiers.config
-        deadline = time.monotonic() + config.stampede_wait
-        full = tiers.generations.full_key(content_type, key.key)
         delay = 0.005
         waited = False
+        silent_since: float | None = None  # when the store stopped answering this waiter
         while True:
-            lock = (
+            full = tiers.generations.full_key(content_type, key.key)
+            lock, answered = (
                 tiers.l2.try_lock("ai:fill:" + full, config.lock_lease)
-                if full is not None and tiers.l2.usable()
-                else None
+                if full is not None
+                else (None, False)
             )
             if lock is not None:
                 try:
@@ -70,13 +81,21 @@ class FillProtocol:
                     if found:  # filled between our miss and taking the lock
                         return value
                     value = yield COMPUTE
-                    self._computed(content_type, key, value, ttl, model, usage_of)
+                    yield from self._computed(content_type, key, value, ttl, model, usage_of)
                     return value
                 finally:
                     _release(lock)
-            if full is None or not tiers.l2.usable() or time.monotonic() >= deadline:
+            if answered:  # another process holds the lock and its lease is alive: keep waiting
+                silent_since = None
+            elif not waited:
+                value = yield COMPUTE  # the store is down: fail open
+                yield from self._computed(content_type, key, value, ttl, model, usage_of)
+                return value
+            elif silent_since is None:
+                silent_since = time.monotonic()
+            elif time.monotonic() - silent_since >= config.stampede_wait:
                 value = yield COMPUTE
-                self._computed(content_type, key, value, ttl, model, usage_of)
+                yield from self._computed(content_type, key, value, ttl, model, usage_of)
                 return value
             if not waited:
                 waited = True
@@ -95,9 +114,20 @@ class FillProtocol:
         ttl: float | None,
         model: str | None,
         usage_of: UsageOf | None,
-    ) -> None:
+    ) -> Generator[float, None, None]:
+        """Count the provider call and store its value, retrying a write the store did not take
+        for up to ``stampede_wait`` seconds: the fill lock is still held, and its waiters would
+        otherwise call the provider again once its lease lapsed."""
         self.tiers.stats.incr(content_type, "provider_calls")
-        self.tiers.put(content_type, key, value, ttl, model, usage_of(value) if usage_of else None)
+        usage = usage_of(value) if usage_of else None
+        give_up = time.monotonic() + self.tiers.config.stampede_wait
+        pause = 0.05
+        while (
+            self.tiers.write(content_type, key, value, ttl, model, usage) == "lost"
+            and time.monotonic() < give_up
+        ):
+            yield pause
+            pause = min(pause * 2, 0.5)
 
     # -- the sync driver -----------------------------------------------------------------------
 

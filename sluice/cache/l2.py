@@ -164,16 +164,17 @@ class L2RedisCache:
         if self.store.supports_pubsub:
             self._guarded("invalidation", 0, lambda: self.store.publish(channel, message))
 
-    def try_lock(self, name: str, lease: float) -> StoreLock | None:
-        """A held fill lock (renewed in the background), or None if it could not be taken.
+    def try_lock(self, name: str, lease: float) -> tuple[StoreLock | None, bool]:
+        """``(lock, answered)``: a held fill lock (renewed in the background) or None.
 
-        None also when L2 failed; callers that wait check :meth:`usable` and stop waiting then.
+        ``answered`` tells a lock someone else holds (True) from a store that did not answer
+        (False: an error or the circuit open), so a waiter knows whether the holder is alive.
         """
         lock = self.store.lock(name, lease=lease)
         acquired = self._guarded(
             "lock", None, lambda: lock.acquire(blocking=False, auto_renew=True)
         )
-        return lock if acquired else None
+        return (lock if acquired else None), acquired is not None
 
     def usable(self) -> bool:
         """Whether L2 calls are currently going through (the breaker is not open)."""

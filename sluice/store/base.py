@@ -461,7 +461,10 @@ class StoreLock:
         return self.store._lock_owner(self.key) == self.owner
 
     def start_renewal(self) -> None:
-        """Renew the lease every third of it from a daemon thread until :meth:`release`."""
+        """Renew the lease every third of it from a daemon thread until :meth:`release`.
+
+        A lock the store lost (not taken by another owner) is taken back at the next renewal.
+        """
         if self._renewer is not None and self._renewer.is_alive():
             return
         self._stop_renewal = threading.Event()
@@ -476,9 +479,15 @@ class StoreLock:
     def _renew_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.lease / 3):
             try:
-                if not self.renew():
-                    log.warning("lock %s was lost before renewal; stopping renewal", self.key)
-                    return
+                if self.renew():
+                    continue
+                # The key is gone (its lease lapsed over an outage, or a store restarted without
+                # it): take it back unless another owner has, so waiters keep waiting for us.
+                if self.store._lock_acquire(self.key, self.owner, self.lease):
+                    log.warning("lock %s was lost from the store; re-took it", self.key)
+                    continue
+                log.warning("lock %s was taken by another owner; stopping renewal", self.key)
+                return
             except SluiceError as exc:
                 # A brief outage should not end renewal: the lease may still be valid next time.
                 log.warning("could not renew lock %s: %s", self.key, exc)

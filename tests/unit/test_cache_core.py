@@ -10,9 +10,11 @@ from __future__ import annotations
 import ast
 import asyncio
 import multiprocessing
+import os
 import pickle
 import re
 import secrets
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -436,6 +438,33 @@ def _stampede_worker(spec: CacheSpec, processes: int, threads: int, delay: float
     cache.close()
 
 
+def _dying_holder(spec: CacheSpec, lease: float) -> None:
+    """Take the fill lock of ``"orphan"`` and hang in the provider until SIGKILLed."""
+    cache = spec.build(lock_lease=lease)
+    key = CacheKeyGenerator.analysis("orphan", "python")
+
+    def provider() -> str:
+        cache.store.incr("holder-calls")
+        time.sleep(60)
+        return "never"
+
+    cache.sync.get_or_compute(ANALYSIS, key, provider)
+
+
+def _joining_waiter(spec: CacheSpec) -> None:
+    """Wait on the fill of ``"in flight"`` past a short stampede_wait; count any own call."""
+    cache = spec.build(lock_lease=0.3, stampede_wait=0.1)
+    key = CacheKeyGenerator.analysis("in flight", "python")
+
+    def provider() -> str:
+        cache.store.incr("waiter-calls")
+        return "second"
+
+    cache.store.incr("waiters-ready")
+    assert cache.sync.get_or_compute(ANALYSIS, key, provider) == "from first"
+    cache.close()
+
+
 def _invalidation_worker(spec: CacheSpec, mode: str) -> None:
     cache = spec.build()
     store = cache.store
@@ -672,25 +701,78 @@ class CacheContract:
         first.close()
         second.close()
 
-    def test_waiter_gives_up_after_the_bounded_wait(self, spec: CacheSpec) -> None:
-        first, second = spec.build(), spec.build(stampede_wait=0.3)
-        key = CacheKeyGenerator.analysis("stuck", "python")
-        started, release = threading.Event(), threading.Event()
+    @pytest.mark.parametrize("waiters", ["thread", "process"])
+    def test_waiter_joins_a_live_holder_past_stampede_wait(
+        self, spec: CacheSpec, waiters: str
+    ) -> None:
+        # A redelivered task whose first run is still in flight: it must wait for that run for
+        # as long as the holder renews its lease, however short its own stampede_wait.
+        first = spec.build(lock_lease=0.3)
+        key = CacheKeyGenerator.analysis("in flight", "python")
+        calls: list[str] = []
+        started = threading.Event()
 
-        def stuck() -> str:
+        count = 2 if waiters == "process" else 1
+
+        def slow() -> str:
+            calls.append("first")
             started.set()
-            release.wait(20)
-            return "late"
+            # In flight until every waiter is waiting, then three leases and ten stampede_waits.
+            _poll(lambda: first.store.get_counter("waiters-ready") >= count, 60)
+            time.sleep(1.0)
+            return "from first"
 
-        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, stuck))
+        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, slow))
         leader.start()
         assert started.wait(10)
-        assert second.sync.get_or_compute(ANALYSIS, key, lambda: "own") == "own"
-        assert second.get_stats()["by_type"]["analysis"]["stampede_waits"] >= 1
-        release.set()
+        if waiters == "process":
+            processes = [_spawn(_joining_waiter, spec) for _ in range(2)]
+            _join(*processes)
+            assert first.store.get_counter("waiter-calls") == 0
+        else:
+            second = spec.build(lock_lease=0.3, stampede_wait=0.1)
+            second.store.incr("waiters-ready")
+            got = second.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("second") or "no")
+            assert got == "from first"
+            assert second.get_stats()["by_type"]["analysis"]["stampede_waits"] >= 1
+            second.close()
         leader.join()
+        assert calls == ["first"]
         first.close()
-        second.close()
+
+    def test_waiter_takes_over_when_the_holder_is_killed(self, spec: CacheSpec) -> None:
+        holder = _spawn(_dying_holder, spec, 0.5)
+        waiter = spec.build(lock_lease=0.5, stampede_wait=0.1)
+        try:
+            assert _poll(lambda: waiter.store.get_counter("holder-calls") == 1, 30)
+            os.kill(holder.pid or 0, signal.SIGKILL)
+            holder.join(10)
+            key = CacheKeyGenerator.analysis("orphan", "python")
+            calls: list[str] = []
+            got = waiter.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("w") or "taken")
+            assert (got, calls) == ("taken", ["w"])  # one call, after the dead holder's lease
+            assert waiter.sync.get_or_compute(ANALYSIS, key, lambda: "again") == "taken"
+        finally:
+            if holder.is_alive():
+                holder.kill()
+            waiter.close()
+
+    def test_fill_lock_lost_from_the_store_is_retaken_by_its_live_holder(
+        self, spec: CacheSpec
+    ) -> None:
+        # A store restart that loses the key: the holder's renewal takes it back, so waiters
+        # keep waiting for the run in flight instead of calling the provider a second time.
+        store = spec.store()
+        lock = store.lock("fill-lost", lease=0.3)
+        assert lock.acquire(blocking=False, auto_renew=True)
+        store.delete("fill-lost")
+        assert _poll(lock.held, 3)
+        rival = store.lock("fill-lost", lease=0.3)
+        assert not rival.acquire(blocking=False)
+        lock.release()
+        assert rival.acquire(blocking=False)
+        rival.release()
+        store.close()
 
     @pytest.mark.parametrize("mode", ["key", "type", "all"])
     def test_invalidation_reaches_another_process(
