@@ -27,11 +27,14 @@ from sluice.cache.keys import CacheKey
 from sluice.cache.lookup import TieredLookup
 from sluice.errors import SluiceError
 from sluice.store import StoreLock
+from sluice.store.base import RETRY_AFTER_OUTAGE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: The step yielded when the value must be computed now.
 COMPUTE = object()
+#: After an outage, how long fills leave a lost fill lock to its holder's renewal before taking it.
+RETAKE_GRACE = 10 * RETRY_AFTER_OUTAGE
 UsageOf = Callable[[Any], Mapping[str, Any] | None]
 
 
@@ -60,21 +63,26 @@ class FillProtocol:
         redelivered task finds the value, or the lock of the run still in flight, and waits for
         that run for as long as its holder keeps renewing the lease (however long the provider
         takes). It computes itself only when it takes the lock (the holder died and its lease
-        lapsed, or it failed and released it), or when the store has not answered for
-        ``stampede_wait`` seconds while it waited (fail-open); a fill that finds the store down
-        from its first attempt computes at once, as the cache fails open.
+        lapsed, or it failed and released it), or, failing open, when the store has not answered
+        this process for ``stampede_wait`` seconds (or never has); through a shorter outage it
+        waits for the store to come back, since the lock of a run in flight may still be there.
         """
         tiers, config = self.tiers, self.tiers.config
         delay = 0.005
         waited = False
-        silent_since: float | None = None  # when the store stopped answering this waiter
         while True:
             full = tiers.generations.full_key(content_type, key.key)
-            lock, answered = (
-                tiers.l2.try_lock("ai:fill:" + full, config.lock_lease)
-                if full is not None
-                else (None, False)
-            )
+            if full is None:  # no generations known: no key to fill under (the cache fails open)
+                value = yield COMPUTE
+                yield from self._computed(content_type, key, value, ttl, model, usage_of)
+                return value
+            resumed = tiers.l2.resumed_for()
+            if resumed is not None and resumed < RETAKE_GRACE:
+                # The store has just come back: a live holder whose lock the outage lost re-takes
+                # it now (its renewal retries every RETRY_AFTER_OUTAGE); leave it that moment.
+                lock, answered = None, True
+            else:
+                lock, answered = tiers.l2.try_lock("ai:fill:" + full, config.lock_lease)
             if lock is not None:
                 try:
                     found, value = tiers.lookup(content_type, key, count=False)
@@ -85,18 +93,14 @@ class FillProtocol:
                     return value
                 finally:
                     _release(lock)
-            if answered:  # another process holds the lock and its lease is alive: keep waiting
-                silent_since = None
-            elif not waited:
-                value = yield COMPUTE  # the store is down: fail open
-                yield from self._computed(content_type, key, value, ttl, model, usage_of)
-                return value
-            elif silent_since is None:
-                silent_since = time.monotonic()
-            elif time.monotonic() - silent_since >= config.stampede_wait:
-                value = yield COMPUTE
-                yield from self._computed(content_type, key, value, ttl, model, usage_of)
-                return value
+            if not answered:
+                # The store is down: it may still hold a live holder's lock (and a restarted
+                # Redis gives it back), so wait for it, unless it has been silent too long.
+                silent = tiers.l2.silent_for()
+                if silent is None or silent >= config.stampede_wait:
+                    value = yield COMPUTE  # fail open
+                    yield from self._computed(content_type, key, value, ttl, model, usage_of)
+                    return value
             if not waited:
                 waited = True
                 tiers.stats.incr(content_type, "stampede_waits")
@@ -116,16 +120,16 @@ class FillProtocol:
         usage_of: UsageOf | None,
     ) -> Generator[float, None, None]:
         """Count the provider call and store its value, retrying a write the store did not take
-        for up to ``stampede_wait`` seconds: the fill lock is still held, and its waiters would
-        otherwise call the provider again once its lease lapsed."""
-        self.tiers.stats.incr(content_type, "provider_calls")
+        while the store has been silent for less than ``stampede_wait``: the fill lock is still
+        held, and its waiters would call the provider again once its lease lapsed."""
+        tiers = self.tiers
+        tiers.stats.incr(content_type, "provider_calls")
         usage = usage_of(value) if usage_of else None
-        give_up = time.monotonic() + self.tiers.config.stampede_wait
         pause = 0.05
-        while (
-            self.tiers.write(content_type, key, value, ttl, model, usage) == "lost"
-            and time.monotonic() < give_up
-        ):
+        while tiers.write(content_type, key, value, ttl, model, usage) == "lost":
+            silent = tiers.l2.silent_for()
+            if silent is None or silent >= tiers.config.stampede_wait:
+                return
             yield pause
             pause = min(pause * 2, 0.5)
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # A blocked acquire polls between these bounds: short at first so handover is fast, then slower.
 _POLL_MIN = 0.001
 _POLL_MAX = 0.05
+#: Seconds between renewal attempts of a lock while its store does not answer.
+RETRY_AFTER_OUTAGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -477,7 +479,9 @@ class StoreLock:
         self._renewer.start()
 
     def _renew_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.lease / 3):
+        interval = self.lease / 3
+        while not stop.wait(interval):
+            interval = self.lease / 3
             try:
                 if self.renew():
                     continue
@@ -490,7 +494,10 @@ class StoreLock:
                 return
             except SluiceError as exc:
                 # A brief outage should not end renewal: the lease may still be valid next time.
+                # Retry soon, to re-take the lock as soon as the store is back should the outage
+                # have lost it, before a waiter that saw the outage end takes it over.
                 log.warning("could not renew lock %s: %s", self.key, exc)
+                interval = min(RETRY_AFTER_OUTAGE, self.lease / 3)
 
     def _stop_renewer(self) -> None:
         self._stop_renewal.set()
