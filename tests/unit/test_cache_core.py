@@ -38,8 +38,8 @@ from sluice.cache import (
 )
 from sluice.cache.memory import MISSING
 from sluice.celery import app
-from sluice.errors import ConfigurationError, InvalidInput
-from sluice.store import Codec, DiskStore, RedisStore, Store
+from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
+from sluice.store import Codec, DiskStore, RedisStore, Store, StoreLock
 
 KEY_RE = re.compile(r"^ai:analysis:v1:[0-9a-f]{32}:[0-9a-f]{32}$")
 
@@ -438,6 +438,29 @@ def _stampede_worker(spec: CacheSpec, processes: int, threads: int, delay: float
     cache.close()
 
 
+class _StoreDown:
+    """A store whose every call fails until ``until`` (a restart), then sets ``over``."""
+
+    def __init__(self, store: Store, until: float, over: threading.Event) -> None:
+        self._store, self._until, self._over = store, until, over
+
+    def lock(self, name: str, lease: float = 30.0, timeout: float | None = None) -> StoreLock:
+        return StoreLock(self, self._store._key(name), lease, timeout)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if time.monotonic() < self._until:
+                raise BackendUnavailable("store restarting (test)")
+            self._over.set()
+            return attribute(*args, **kwargs)
+
+        return call
+
+
 def _dying_holder(spec: CacheSpec, lease: float) -> None:
     """Take the fill lock of ``"orphan"`` and hang in the provider until SIGKILLed."""
     cache = spec.build(lock_lease=lease)
@@ -756,6 +779,58 @@ class CacheContract:
             if holder.is_alive():
                 holder.kill()
             waiter.close()
+
+    @pytest.mark.parametrize("patience", ["outlasts the outage", "shorter than the outage"])
+    def test_waiter_waits_through_a_store_outage_up_to_stampede_wait(
+        self, spec: CacheSpec, patience: str
+    ) -> None:
+        first = spec.build(lock_lease=0.3)
+        wait = 10.0 if patience == "outlasts the outage" else 0.2
+        second = spec.build(lock_lease=0.3, stampede_wait=wait, breaker_failures=1000)
+        key = CacheKeyGenerator.analysis("outage", "python")
+        assert second.sync.get_analysis("answered once", "python") is None  # L2 answered
+        started, outage_over = threading.Event(), threading.Event()
+
+        def slow() -> str:
+            started.set()
+            assert outage_over.wait(20)
+            time.sleep(0.2)
+            return "from first"
+
+        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, slow))
+        leader.start()
+        assert started.wait(10)
+        calls: list[str] = []
+        outage = _StoreDown(second.store, time.monotonic() + 0.8, outage_over)
+        with mock.patch.object(second.l2, "store", outage):  # all of L2 fails until it is over
+            got = second.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("2") or "own")
+        outage_over.set()
+        leader.join()
+        if patience == "outlasts the outage":
+            assert (got, calls) == ("from first", [])  # joined the live holder: no second call
+        else:
+            assert (got, calls) == ("own", ["2"])  # failed open after stampede_wait
+        first.close()
+        second.close()
+
+    def test_holder_retries_a_write_the_store_refused(self, spec: CacheSpec) -> None:
+        holder, reader = spec.build(breaker_failures=1000), spec.build()
+        key = CacheKeyGenerator.analysis("refused write", "python")
+        real = holder.store.set_encoded
+        refusals: list[int] = []
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if len(refusals) < 3:
+                refusals.append(1)
+                raise BackendUnavailable("store restarting (test)")
+            return real(*args, **kwargs)
+
+        with mock.patch.object(holder.store, "set_encoded", flaky):
+            assert holder.sync.get_or_compute(ANALYSIS, key, lambda: {"v": 1}) == {"v": 1}
+        assert len(refusals) == 3
+        assert reader.sync.get_or_compute(ANALYSIS, key, lambda: {"v": 2}) == {"v": 1}
+        holder.close()
+        reader.close()
 
     def test_fill_lock_lost_from_the_store_is_retaken_by_its_live_holder(
         self, spec: CacheSpec
