@@ -34,8 +34,11 @@ SECTIONS = [
     ("cdn", "benchmarks.bench_cdn"),
     ("workers", "benchmarks.bench_workers"),
     ("workload", "benchmarks.bench_workload"),
+    ("distributed", "benchmarks.bench_distributed"),
     ("admission", "benchmarks.bench_admission"),
 ]
+#: Sections too long for ``--quick`` (run them with ``--only``).
+FULL_ONLY = {"distributed"}
 NOTES = [
     "cli: `sluice --help` and a warm `sluice analyze examples/` on embedded defaults, each a fresh "
     "process timed from start to exit (medians); the anchor of the embedded run is the same run "
@@ -53,6 +56,10 @@ NOTES = [
     "processes (priority pool -c 2, batch pool -c 2 --prefetch-multiplier 64), broker and results on "
     "Redis, store on another Redis database, application database on PostgreSQL; the local "
     "(offline) AI provider; tasks counted by the workers' `inspect stats`.",
+    "distributed: the celery and kombu sources (242 files) reviewed by `sluice analyze` (a "
+    "subprocess, start to exit) inline in one process (the anchor) and on Redis + PostgreSQL with "
+    "two `celery -A sluice worker` pools (-c 2 each); rounds interleave inline and distributed, "
+    "cold (cache cleared) then warm; medians. Full runs only.",
     "admission: four `celery -A sluice worker -P threads -c 8` processes on Redis against the "
     "fake OpenAI-compatible provider (tests/fake_openai.py) enforcing a TPM cap per model; quick "
     "mode shortens the limit window to 5 s (SLUICE_AI_LIMIT_WINDOW), full mode uses real minutes.",
@@ -76,7 +83,7 @@ def main() -> int:
     durations = []
     started = time.perf_counter()
     for name, module_name in SECTIONS:
-        if name not in chosen:
+        if name not in chosen or (args.quick and not args.only and name in FULL_ONLY):
             continue
         print(f"== {name} ...", file=sys.stderr, flush=True)
         section_started = time.perf_counter()

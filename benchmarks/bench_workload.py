@@ -9,7 +9,8 @@ PostgreSQL with two ``celery -A sluice worker`` processes of two pool processes 
 (``-Q critical,high,normal,low``) and a batch pool (``-Q batch --prefetch-multiplier 64``).
 Measured: files/s and tasks/s (tasks counted by the workers' own ``inspect stats``), peak RSS of
 every worker process (sampled with psutil), then the same run with the cache warm: provider calls
-(from the summary table) and the speed-up. ``--quick`` analyses kombu alone.
+(from the summary table) and the speed-up; then the same tree inline in one process
+(``ASYNC_PROCESSING_ENABLED=false``), cold and warm, as the anchor. ``--quick`` analyses kombu alone.
 
 Redis: the benchmarks' database (``SLUICE_BENCH_REDIS_URL``, default db 11) is the broker and result
 backend and is FLUSHED; the store is the database below it under a private prefix, deleted afterwards.
@@ -123,6 +124,17 @@ def summary_rows(output: str) -> dict[str, str]:
     return rows
 
 
+def clear_cache(env: dict[str, str]) -> None:
+    """Every process's cached analyses become unreachable (a new cache generation)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "cache", "clear"],
+        env=env, cwd=services.ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"sluice cache clear failed: {done.stderr[-2000:]}")
+    time.sleep(1.5)  # workers re-read the generation at most a second later
+
+
 def tasks_done(env: dict[str, str]) -> int:
     """Tasks the running workers have executed so far (their own counters)."""
     out = subprocess.run(
@@ -135,8 +147,10 @@ def tasks_done(env: dict[str, str]) -> int:
     return sum(sum(reply.get("total", {}).values()) for reply in replies.values())
 
 
-def analyze(tree: Path, env: dict[str, str]) -> Run:
-    before = tasks_done(env)
+def analyze(tree: Path, env: dict[str, str], count_tasks: bool = True) -> Run:
+    """``sluice analyze TREE`` as a user runs it; ``count_tasks``: ask the workers how many tasks
+    it took (off for inline runs, and where the seconds of ``inspect`` matter)."""
+    before = tasks_done(env) if count_tasks else 0
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "sluice.cli", "analyze", str(tree), "--workers", "0",
@@ -155,7 +169,7 @@ def analyze(tree: Path, env: dict[str, str]) -> Run:
         files=files,
         provider_calls=int(rows["provider calls"]),
         cache_hits=hits,
-        tasks=tasks_done(env) - before,
+        tasks=tasks_done(env) - before if count_tasks else 0,
         summary=rows,
     )
 
@@ -192,12 +206,17 @@ def run(quick: bool = False, packages: tuple[str, ...] | None = None) -> list[Me
                 services.Worker(workdir, services.PRIORITY_QUEUES, 2, env=env),
                 services.Worker(workdir, "batch", 2, "--prefetch-multiplier", "64", env=env),
             ]
-            _wait_ready(workers, env)
+            wait_workers(workers, env)
             sampler = RssSampler({"priority": workers[0].pid, "batch": workers[1].pid})
             sampler.start()
             try:
                 cold = analyze(tree, env)
                 warm = analyze(tree, env)
+                # The anchor: the same review inline in one process, cold then warm.
+                inline_env = {**env, "ASYNC_PROCESSING_ENABLED": "false"}
+                clear_cache(env)
+                inline_cold = analyze(tree, inline_env, count_tasks=False)
+                inline_warm = analyze(tree, inline_env, count_tasks=False)
                 stats = subprocess.run(
                     [sys.executable, "-m", "sluice.cli", "cache", "stats"],
                     env={**env, "COLUMNS": "200"}, cwd=services.ROOT, capture_output=True,
@@ -231,8 +250,21 @@ def run(quick: bool = False, packages: tuple[str, ...] | None = None) -> list[Me
             f"analyze {described}, cold cache: files",
             cold.files / cold.seconds,
             "files/s",
-            "(report)",
-            note=f"{cold.files} files in {cold.seconds:.1f} s, 4 pool processes",
+            "(report; inline beside it)",
+            "inline, one process",
+            inline_cold.files / inline_cold.seconds,
+            note=f"{cold.files} files in {cold.seconds:.1f} s, 4 pool processes; "
+            f"inline {inline_cold.seconds:.1f} s",
+        ),
+        Measurement(
+            SECTION,
+            "analyze again, warm cache: files, vs inline",
+            warm.files / warm.seconds,
+            "files/s",
+            "(report; inline beside it)",
+            "inline, one process, warm",
+            inline_warm.files / inline_warm.seconds,
+            note=f"{warm.seconds:.1f} s vs inline {inline_warm.seconds:.1f} s",
         ),
         Measurement(
             SECTION,
@@ -283,7 +315,7 @@ def run(quick: bool = False, packages: tuple[str, ...] | None = None) -> list[Me
     ]
 
 
-def _wait_ready(workers: list[services.Worker], env: dict[str, str]) -> None:
+def wait_workers(workers: list[services.Worker], env: dict[str, str]) -> None:
     """Both workers answer a ping (through the workload's broker, not this process's settings)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ from sluice.lazy import lazy_exports
 if TYPE_CHECKING:
     from sluice.analysis.changes import ChangeSet, changes_since
     from sluice.analysis.runner import AnalysisReport, run_analysis
-    from sluice.analysis.service import analyze_source
+    from sluice.analysis.service import analyze_source, analyze_sources
     from sluice.analysis.sessions import SessionSummary, list_sessions, load_session
     from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 
@@ -24,6 +24,7 @@ _HOMES = {
     "SourceFile": "walker",
     "WalkReport": "walker",
     "analyze_source": "service",
+    "analyze_sources": "service",
     "changes_since": "changes",
     "list_sessions": "sessions",
     "load_session": "sessions",
@@ -38,6 +39,7 @@ __all__ = [
     "SourceFile",
     "WalkReport",
     "analyze_source",
+    "analyze_sources",
     "changes_since",
     "list_sessions",
     "load_session",

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete
 
 from sluice.ai import get_provider
-from sluice.analysis.service import analyze_source
+from sluice.analysis.service import analyze_sources
 from sluice.cache import EMBEDDING, get_ai_cache
 from sluice.db import AuditLog, FileEmbedding, session_scope
 from sluice.settings import get_settings
@@ -22,34 +22,38 @@ log = logging.getLogger(__name__)
 
 
 class AnalysisHandler(TaskHandler):
-    """Review one file and store its findings; raise a security alert for critical ones."""
+    """Review files and store their findings; raise a security alert for critical ones.
+
+    One payload per file; a chunk of files (``sluice analyze`` sends several per task when the
+    provider is fast) is reviewed in one call and stored in one transaction, and a file failing in
+    it is retried (and dead-lettered) alone.
+    """
 
     priority = Priority.HIGH
     max_retries = 5
+    batch_size = 64
 
     @property
     def task_name(self) -> str:
         return "analysis"
 
-    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
-        summary = analyze_source(
-            payload["session_id"],
-            payload["path"],
-            payload["content"],
-            payload["language"],
-            payload.get("rules"),
-        )
-        critical = summary.pop("critical", [])
-        if critical:
-            submit_task(
-                "security_alert",
-                {
-                    "session_id": payload["session_id"],
-                    "path": payload["path"],
-                    "findings": critical,
-                },
-            )
-        return summary
+    def supports_batch(self) -> bool:
+        return True
+
+    def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        outcomes = analyze_sources(payloads)
+        for payload, outcome in zip(payloads, outcomes, strict=True):
+            critical = outcome.pop("critical", []) if isinstance(outcome, dict) else []
+            if critical:
+                submit_task(
+                    "security_alert",
+                    {
+                        "session_id": payload["session_id"],
+                        "path": payload["path"],
+                        "findings": critical,
+                    },
+                )
+        return outcomes
 
 
 class EmbeddingHandler(TaskHandler):

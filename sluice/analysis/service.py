@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from sluice.ai import AIProvider, AnalysisResult, get_provider
 from sluice.cache import ANALYSIS, CacheKeyGenerator, get_ai_cache
@@ -30,13 +31,67 @@ def analyze_source(
     Idempotent per ``(session_id, path)``: a redelivered task (late acks, a killed worker) rewrites
     the same rows instead of adding duplicates. Returns a JSON-safe summary for the task result.
     """
-    if not isinstance(session_id, int) or session_id <= 0:
-        raise InvalidInput(f"session_id must be a positive integer, got {session_id!r}")
-    if not path:
-        raise InvalidInput("path must not be empty")
+    item = {
+        "session_id": session_id,
+        "path": path,
+        "content": content,
+        "language": language,
+        "rules": rules,
+    }
+    (outcome,) = analyze_sources([item], provider)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def analyze_sources(
+    items: list[dict[str, Any]], provider: AIProvider | None = None
+) -> list[dict[str, Any] | Exception]:
+    """:func:`analyze_source` for many files: one summary per item, in order, and one transaction.
+
+    An item is a dict of ``analyze_source``'s arguments (``session_id``, ``path``, ``content``,
+    ``language``, ``rules``). An item that fails (bad input, a provider error) gets its exception in
+    its slot and writes nothing; the others are stored together, each file's earlier rows replaced,
+    so a redelivered chunk rewrites and never duplicates. A failed write raises.
+    """
     settings = get_settings()
     active = provider or get_provider(settings)
     cache = get_ai_cache()
+    outcomes: list[dict[str, Any] | Exception] = []
+    reviewed: list[_Reviewed] = []
+    for item in items:
+        try:
+            done = _review(item, active, cache, settings)
+        except Exception as exc:  # this file alone fails (and is retried alone)
+            outcomes.append(exc)
+            continue
+        reviewed.append(done)
+        outcomes.append(done.summary)
+    if reviewed:
+        _store(reviewed)
+    return outcomes
+
+
+@dataclass
+class _Reviewed:
+    """One file's review, ready to store."""
+
+    session_id: int
+    path: str
+    language: str
+    content_sha256: str
+    duration_ms: float
+    result: AnalysisResult
+    summary: dict[str, Any]
+
+
+def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any) -> _Reviewed:
+    session_id, path = item.get("session_id"), item.get("path")
+    if not isinstance(session_id, int) or isinstance(session_id, bool) or session_id <= 0:
+        raise InvalidInput(f"session_id must be a positive integer, got {session_id!r}")
+    if not isinstance(path, str) or not path:
+        raise InvalidInput(f"path must be a non-empty string, got {path!r}")
+    content, language, rules = item["content"], item["language"], item.get("rules")
     called = False
 
     def call_provider() -> dict[str, Any]:
@@ -58,42 +113,8 @@ def analyze_source(
         cache.invalidate(key.key)
         cached = call_provider()
         result = AnalysisResult.from_dict(cached)
-    duration_ms = (time.perf_counter() - started) * 1000
-    with session_scope() as db:
-        db.execute(
-            delete(CodeReviewResult).where(
-                CodeReviewResult.session_id == session_id, CodeReviewResult.file_path == path
-            )
-        )
-        db.execute(
-            delete(AnalyzedFile).where(
-                AnalyzedFile.session_id == session_id, AnalyzedFile.path == path
-            )
-        )
-        db.add(
-            AnalyzedFile(
-                session_id=session_id,
-                path=path,
-                language=language,
-                content_sha256=hashlib.sha256(content.encode()).hexdigest(),
-                findings_count=len(result.findings),
-                duration_ms=duration_ms,
-            )
-        )
-        db.add_all(
-            CodeReviewResult(
-                session_id=session_id,
-                file_path=path,
-                line=f.line,
-                column=f.column,
-                rule=f.rule,
-                severity=f.severity,
-                message=f.message,
-            )
-            for f in result.findings
-        )
     hit = cache.enabled and not called
-    return {
+    summary = {
         "path": path,
         "findings": len(result.findings),
         "by_severity": dict(Counter(f.severity for f in result.findings)),
@@ -103,6 +124,64 @@ def analyze_source(
         if hit
         else 0.0,
     }
+    return _Reviewed(
+        session_id=session_id,
+        path=path,
+        language=language,
+        content_sha256=hashlib.sha256(content.encode()).hexdigest(),
+        duration_ms=(time.perf_counter() - started) * 1000,
+        result=result,
+        summary=summary,
+    )
+
+
+def _store(reviewed: list[_Reviewed]) -> None:
+    """Replace the rows of every reviewed file in one transaction (bulk deletes and inserts)."""
+    with session_scope() as db:
+        by_session: dict[int, list[str]] = {}
+        for done in reviewed:
+            by_session.setdefault(done.session_id, []).append(done.path)
+        for session_id, paths in by_session.items():
+            db.execute(
+                delete(CodeReviewResult).where(
+                    CodeReviewResult.session_id == session_id,
+                    CodeReviewResult.file_path.in_(paths),
+                )
+            )
+            db.execute(
+                delete(AnalyzedFile).where(
+                    AnalyzedFile.session_id == session_id, AnalyzedFile.path.in_(paths)
+                )
+            )
+        db.execute(
+            insert(AnalyzedFile),
+            [
+                {
+                    "session_id": done.session_id,
+                    "path": done.path,
+                    "language": done.language,
+                    "content_sha256": done.content_sha256,
+                    "findings_count": len(done.result.findings),
+                    "duration_ms": done.duration_ms,
+                }
+                for done in reviewed
+            ],
+        )
+        findings = [
+            {
+                "session_id": done.session_id,
+                "file_path": done.path,
+                "line": f.line,
+                "column": f.column,
+                "rule": f.rule,
+                "severity": f.severity,
+                "message": f.message,
+            }
+            for done in reviewed
+            for f in done.result.findings
+        ]
+        if findings:
+            db.execute(insert(CodeReviewResult), findings)
 
 
 def prune_sessions(older_than_days: float | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sluice.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from sluice.workers.batching import BatchResult, submit_batch
+    from sluice.workers.batching import BatchResult, ChunkedBatch, submit_batch, submit_chunks
     from sluice.workers.brokers import (
         AMQP_PRIORITY_QUEUE,
         broker_queues,
@@ -43,6 +43,8 @@ _HOMES = {
     "submit_task": "submit",
     "submit_batch": "batching",
     "BatchResult": "batching",
+    "submit_chunks": "batching",
+    "ChunkedBatch": "batching",
     "SluiceTask": "task",
     "sluice_task": "task",
     "RateLimiter": "ratelimit",
@@ -62,6 +64,8 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as docs/architecture.md presen
     "submit_task",
     "submit_batch",
     "BatchResult",
+    "submit_chunks",
+    "ChunkedBatch",
     "route",
     # plain Celery tasks with sluice's features
     "SluiceTask",

@@ -20,7 +20,13 @@ from sluice.settings import get_settings
 from sluice.workers import stats
 from sluice.workers.backend import polled_results
 from sluice.workers.priority import Priority, route
-from sluice.workers.results import await_ready, value_of, wait_ready
+from sluice.workers.results import (
+    await_ready,
+    forget_quietly,
+    ready_outcomes,
+    value_of,
+    wait_ready,
+)
 from sluice.workers.submit import check_payload, check_rate_limit, resolve
 
 
@@ -83,15 +89,7 @@ def submit_batch(
 
     handler, level = resolve(name, priority)
     check_rate_limit(handler.rate_limit)
-    if isinstance(payloads, dict | str) or not isinstance(payloads, Sequence):
-        raise InvalidInput("payloads must be a list of dicts")
-    if not payloads:
-        raise InvalidInput("payloads is empty: there is nothing to submit")
-    for payload in payloads:
-        check_payload(payload)
-    items = [[index, payload] for index, payload in enumerate(payloads)]
-    size = max(1, handler.batch_size)
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    chunks = _checked_chunks(payloads, handler.batch_size)
     meta = {"priority": int(level)}
     stats.record("submitted", level.queue, name, len(payloads))
     if not get_settings().async_processing_enabled:
@@ -105,3 +103,119 @@ def submit_batch(
     body = collect_batch.signature((), **options)
     with polled_results():  # BatchResult polls
         return BatchResult(chord(header)(body, countdown=0), len(payloads))
+
+
+def _checked_chunks(
+    payloads: Sequence[dict[str, Any]],
+    batch_size: int,
+    weights: Sequence[float] | None = None,
+    budget: float | None = None,
+) -> list[list[list[Any]]]:
+    """``[index, payload]`` items in chunks of at most ``batch_size``; with ``weights``, a chunk
+    also closes once its items' weights reach ``budget`` (every chunk holds at least one item)."""
+    if isinstance(payloads, dict | str) or not isinstance(payloads, Sequence):
+        raise InvalidInput("payloads must be a list of dicts")
+    if not payloads:
+        raise InvalidInput("payloads is empty: there is nothing to submit")
+    if weights is not None and len(weights) != len(payloads):
+        raise InvalidInput(f"got {len(weights)} weights for {len(payloads)} payloads")
+    for payload in payloads:
+        check_payload(payload)
+    size = max(1, batch_size)
+    chunks: list[list[list[Any]]] = [[]]
+    load = 0.0
+    for index, payload in enumerate(payloads):
+        full = len(chunks[-1]) >= size or (
+            budget is not None and weights is not None and load >= budget
+        )
+        if chunks[-1] and full:
+            chunks.append([])
+            load = 0.0
+        chunks[-1].append([index, payload])
+        load += weights[index] if weights is not None else 1.0
+    return chunks
+
+
+class ChunkedBatch:
+    """The pending outcome of :func:`submit_chunks`: :meth:`poll` hands out values as they arrive."""
+
+    def __init__(self, chunks: dict[str, list[int]], results: list[AsyncResult], size: int) -> None:
+        self.size = size
+        self._indexes = chunks  # chunk task id -> the payload indexes it carries
+        self._waiting: dict[str, AsyncResult] = {r.id: r for r in results}
+        self._retried: dict[str, int] = {}  # task id of an item retried alone -> its index
+        self._app = results[0].app
+
+    @property
+    def pending(self) -> int:
+        """Chunks and items retried alone still to finish."""
+        return len(self._waiting)
+
+    def poll(self) -> list[tuple[int, Any]]:
+        """``(index, value)`` of every item finished since the last poll (one backend round trip).
+
+        A value is the item's result, or a :class:`~sluice.errors.TaskFailed` for an item that
+        finally failed (after its retries alone, dead-lettered).
+        """
+        finished = ready_outcomes(list(self._waiting.values()))
+        values: list[tuple[int, Any]] = []
+        for task_id, (succeeded, value) in finished.items():
+            result = self._waiting.pop(task_id)
+            if task_id in self._retried:
+                index = self._retried.pop(task_id)
+                values.append((index, value if succeeded else TaskFailed(str(value))))
+            elif not succeeded:  # the chunk task itself failed: every item in it did
+                values += [
+                    (i, TaskFailed(f"{type(value).__name__}: {value}"))
+                    for i in self._indexes[task_id]
+                ]
+            else:
+                values += self._entries(value)
+            if not isinstance(result, EagerResult):
+                forget_quietly(result)
+        return values
+
+    def _entries(self, entries: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+        values: list[tuple[int, Any]] = []
+        for entry in entries:
+            if "result" in entry:
+                values.append((entry["index"], entry["result"]))
+            elif "error" in entry:
+                values.append((entry["index"], TaskFailed(entry["error"])))
+            else:  # failed in its chunk, retrying alone: wait for its own task
+                retried = AsyncResult(entry["task_id"], app=self._app)
+                self._retried[retried.id] = entry["index"]
+                self._waiting[retried.id] = retried
+        return values
+
+
+def submit_chunks(
+    name: str,
+    payloads: Sequence[dict[str, Any]],
+    weights: Sequence[float] | None = None,
+    budget: float | None = None,
+    priority: Priority | str | int | None = None,
+) -> ChunkedBatch:
+    """Run ``payloads`` through handler ``name`` as independent chunk tasks, no chord.
+
+    For many small payloads where a task each costs more than the work: a chunk holds at most the
+    handler's ``batch_size`` payloads and, with ``weights``, closes once their weights reach
+    ``budget`` (e.g. bytes of source per task). Each chunk is one ``execute_batch`` call; an item
+    failing in it is retried and dead-lettered alone, as in :func:`submit_batch`. Values arrive
+    per chunk through :meth:`ChunkedBatch.poll`, so a caller can show progress per item.
+    """
+    from sluice.workers.tasks import run_batch
+
+    handler, level = resolve(name, priority)
+    check_rate_limit(handler.rate_limit)
+    chunks = _checked_chunks(payloads, handler.batch_size, weights, budget)
+    meta = {"priority": int(level)}
+    stats.record("submitted", level.queue, name, len(payloads))
+    if not get_settings().async_processing_enabled:
+        results = [run_batch.apply((name, chunk, meta)) for chunk in chunks]
+    else:
+        options = route(level)
+        with polled_results():
+            results = [run_batch.apply_async((name, chunk, meta), **options) for chunk in chunks]
+    indexes = {r.id: [i for i, _ in chunk] for r, chunk in zip(results, chunks, strict=True)}
+    return ChunkedBatch(indexes, results, len(payloads))

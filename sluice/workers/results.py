@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery.result import AsyncResult
+from celery import states
+from celery.backends.base import BaseKeyValueStoreBackend
+from celery.result import AsyncResult, EagerResult
 
 from sluice.errors import BackendUnavailable
 
@@ -76,3 +78,27 @@ def forget_quietly(result: AsyncResult) -> None:
 def value_of(result: AsyncResult) -> Any:
     """The value of a ready result: its return value, or the exception it failed with."""
     return result.get(timeout=1, propagate=False, interval=0.02)
+
+
+def ready_outcomes(results: Sequence[AsyncResult]) -> dict[str, tuple[bool, Any]]:
+    """The finished ones among ``results``: ``{id: (succeeded, value or exception)}``.
+
+    One MGET for all of them on a key-value result backend (Redis), instead of a read per
+    result; other backends (and inline results) are asked one by one.
+    """
+    if not results:
+        return {}
+    backend = results[0].backend
+    if not isinstance(results[0], EagerResult) and isinstance(backend, BaseKeyValueStoreBackend):
+        raws = backend.mget([backend.get_key_for_task(r.id) for r in results])
+        found: dict[str, tuple[bool, Any]] = {}
+        for result, raw in zip(results, raws, strict=True):
+            if raw is None:
+                continue
+            meta = backend.decode_result(raw)
+            if meta["status"] in states.READY_STATES:
+                found[result.id] = (meta["status"] == states.SUCCESS, meta["result"])
+        return found
+    return {
+        result.id: (result.successful(), value_of(result)) for result in results if result.ready()
+    }

@@ -40,7 +40,8 @@ def test_embedded_run_prints_findings_through_a_real_worker(embedded_run: tuple)
     assert "findings total" in result.stdout
     # The worker consumed the messages from the filesystem broker and logged each task.
     log = (data_dir / "logs" / "embedded-worker.log").read_text()
-    assert "sluice.handlers.analysis" in log and "succeeded" in log
+    # Files travel in chunks (several per task with the local provider), as run_batch tasks.
+    assert "sluice.run_batch" in log and "succeeded" in log and "'findings':" in log
     stored = _stored_findings(f"sqlite:///{data_dir / 'sluice.db'}")
     assert stored, "findings must be stored in code_review_results"
     assert not any(path.startswith("app/build/") for path, *_ in stored), ".gitignore honoured"
@@ -112,7 +113,7 @@ def test_distributed_run_matches_embedded_findings(
         worker.stop()
     assert result.returncode == 0, result.stderr
     assert "external workers" in result.stdout
-    assert "sluice.handlers.analysis" in (tmp_path / "worker.log").read_text()
+    assert "sluice.run_batch" in (tmp_path / "worker.log").read_text()  # analysis chunks
     distributed = _stored_findings(pg_schema)
     assert distributed == _stored_findings(f"sqlite:///{embedded_data / 'sluice.db'}")
 
