@@ -24,8 +24,9 @@ from sluice.errors import CodecError, InvalidInput
 from sluice.store import Codec
 
 log = logging.getLogger(__name__)
-#: What became of a write: in both tiers, refused as too large, or not taken by L2.
-WriteOutcome = Literal["stored", "too_large", "lost"]
+#: What became of a write: in both tiers, refused as too large, not taken by L2, or not sent to
+#: L2 since the generations (part of every stored key) cannot be read.
+WriteOutcome = Literal["stored", "too_large", "lost", "unkeyed"]
 
 
 class _Encoded:
@@ -128,8 +129,8 @@ class TieredLookup:
         model: str | None = None,
         usage: Mapping[str, Any] | None = None,
     ) -> WriteOutcome:
-        """:meth:`put`, telling why a value was not stored: ``too_large`` or ``lost`` (the store
-        did not take it, so a retry may)."""
+        """:meth:`put`, telling why a value was not stored: ``too_large``, ``unkeyed`` or ``lost``
+        (the store did not take it, so a retry may)."""
         ttl = self.config.ttl_for(content_type) if ttl is None else ttl
         if not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
             raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl!r}")
@@ -145,7 +146,7 @@ class TieredLookup:
         full = self.generations.full_key(content_type, key.key)
         if full is None:  # generations unreadable: no key under which a reader would find it
             self._lost(content_type, "the generation counters cannot be read")
-            return "lost"
+            return "unkeyed"
         self.l1.set(
             full,
             (_Encoded(encoded), key.fingerprint, cost),
