@@ -50,7 +50,10 @@ task_always_eager = not _settings.async_processing_enabled
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-worker_cancel_long_running_tasks_on_connection_loss = True
+# A task running when the broker connection drops runs on: its provider call finishes and is cached,
+# and the redelivered copy (it could not be acknowledged) is answered from the cache. Cancelling it
+# would throw away a provider call in flight and make the copy call again.
+worker_cancel_long_running_tasks_on_connection_loss = False
 task_track_started = True
 task_send_sent_event = True
 worker_send_task_events = True

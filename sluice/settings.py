@@ -394,6 +394,8 @@ CACHE_NUMBERS: dict[str, tuple[str, Callable[[str], Any], float]] = {
     "SLUICE_CACHE_L1_MAX_BYTES": ("l1_max_bytes", int, 1),
     "SLUICE_CACHE_L2_TIMEOUT": ("l2_timeout", float, 0.001),
     "SLUICE_CACHE_PRICE_PER_CALL": ("price_per_call_usd", float, 0.0),
+    "SLUICE_CACHE_LOCK_LEASE": ("lock_lease", float, 0.1),
+    "SLUICE_CACHE_STAMPEDE_WAIT": ("stampede_wait", float, 0.0),
 }
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -51,6 +53,8 @@ class Recorded:
     #: The reply's status and reported usage, set once it is chosen (0 and None until then).
     status: int = 0
     usage: dict[str, int] | None = None
+    #: The caller hung up (timed out, or its process was killed) before the reply was written.
+    abandoned: bool = False
 
 
 class FakeOpenAI(ThreadingHTTPServer):
@@ -172,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(reply.body, dict) and isinstance(reply.body.get("usage"), dict):
             recorded.usage = reply.body["usage"]
         time.sleep(reply.delay)
+        recorded.abandoned = _hung_up(self.connection)
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         try:
             self.send_response(reply.status)
@@ -185,6 +190,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def _hung_up(connection: socket.socket) -> bool:
+    """Whether the peer closed the connection: readable with nothing left to read (EOF)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True  # reset by the peer
 
 
 def _usage_of(path: str, body: dict[str, Any], completion_tokens: int) -> tuple[int, int]:

@@ -2,7 +2,9 @@
 
 In a process, concurrent callers of one key share one computation (single flight). Across processes
 the first to take the key's fill lock in the store computes (its lease renewed while it runs) while
-the others poll L2 for its value, up to ``stampede_wait`` seconds, then compute themselves.
+the others poll L2 for its value for as long as the lock is held: a holder that died stops renewing,
+its lease lapses and a waiter takes the lock over. Only a store that stops answering a waiter for
+``stampede_wait`` seconds makes it compute without the lock (the cache fails open).
 
 The protocol is written once, as a generator of steps (:meth:`FillProtocol.steps`): it yields
 :data:`COMPUTE` when the value must be computed and a number of seconds when it must wait. The sync
@@ -25,11 +27,14 @@ from sluice.cache.keys import CacheKey
 from sluice.cache.lookup import TieredLookup
 from sluice.errors import SluiceError
 from sluice.store import StoreLock
+from sluice.store.base import RETRY_AFTER_OUTAGE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: The step yielded when the value must be computed now.
 COMPUTE = object()
+#: After an outage, how long fills leave a lost fill lock to its holder's renewal before taking it.
+RETAKE_GRACE = 10 * RETRY_AFTER_OUTAGE
 UsageOf = Callable[[Any], Mapping[str, Any] | None]
 
 
@@ -52,32 +57,50 @@ class FillProtocol:
         model: str | None,
         usage_of: UsageOf | None,
     ) -> Generator[object, Any, Any]:
-        """The cross-process fill as steps: yields :data:`COMPUTE` or a sleep in seconds."""
+        """The cross-process fill as steps: yields :data:`COMPUTE` or a sleep in seconds.
+
+        The fill lock's name is the cache key, so the key is the request's idempotency key: a
+        redelivered task finds the value, or the lock of the run still in flight, and waits for
+        that run for as long as its holder keeps renewing the lease (however long the provider
+        takes). It computes itself only when it takes the lock (the holder died and its lease
+        lapsed, or it failed and released it), or, failing open, when the store has not answered
+        this process for ``stampede_wait`` seconds (or never has); through a shorter outage it
+        waits for the store to come back, since the lock of a run in flight may still be there.
+        """
         tiers, config = self.tiers, self.tiers.config
-        deadline = time.monotonic() + config.stampede_wait
-        full = tiers.generations.full_key(content_type, key.key)
         delay = 0.005
         waited = False
         while True:
-            lock = (
-                tiers.l2.try_lock("ai:fill:" + full, config.lock_lease)
-                if full is not None and tiers.l2.usable()
-                else None
-            )
+            full = tiers.generations.full_key(content_type, key.key)
+            if full is None:  # no generations known: no key to fill under (the cache fails open)
+                value = yield COMPUTE
+                yield from self._computed(content_type, key, value, ttl, model, usage_of)
+                return value
+            resumed = tiers.l2.resumed_for()
+            if resumed is not None and resumed < RETAKE_GRACE:
+                # The store has just come back: a live holder whose lock the outage lost re-takes
+                # it now (its renewal retries every RETRY_AFTER_OUTAGE); leave it that moment.
+                lock, answered = None, True
+            else:
+                lock, answered = tiers.l2.try_lock("ai:fill:" + full, config.lock_lease)
             if lock is not None:
                 try:
                     found, value = tiers.lookup(content_type, key, count=False)
                     if found:  # filled between our miss and taking the lock
                         return value
                     value = yield COMPUTE
-                    self._computed(content_type, key, value, ttl, model, usage_of)
+                    yield from self._computed(content_type, key, value, ttl, model, usage_of)
                     return value
                 finally:
                     _release(lock)
-            if full is None or not tiers.l2.usable() or time.monotonic() >= deadline:
-                value = yield COMPUTE
-                self._computed(content_type, key, value, ttl, model, usage_of)
-                return value
+            if not answered:
+                # The store is down: it may still hold a live holder's lock (and a restarted
+                # Redis gives it back), so wait for it, unless it has been silent too long.
+                silent = tiers.l2.silent_for()
+                if silent is None or silent >= config.stampede_wait:
+                    value = yield COMPUTE  # fail open
+                    yield from self._computed(content_type, key, value, ttl, model, usage_of)
+                    return value
             if not waited:
                 waited = True
                 tiers.stats.incr(content_type, "stampede_waits")
@@ -95,9 +118,20 @@ class FillProtocol:
         ttl: float | None,
         model: str | None,
         usage_of: UsageOf | None,
-    ) -> None:
-        self.tiers.stats.incr(content_type, "provider_calls")
-        self.tiers.put(content_type, key, value, ttl, model, usage_of(value) if usage_of else None)
+    ) -> Generator[float, None, None]:
+        """Count the provider call and store its value, retrying a write the store did not take
+        while the store has been silent for less than ``stampede_wait``: the fill lock is still
+        held, and its waiters would call the provider again once its lease lapsed."""
+        tiers = self.tiers
+        tiers.stats.incr(content_type, "provider_calls")
+        usage = usage_of(value) if usage_of else None
+        pause = 0.05
+        while tiers.write(content_type, key, value, ttl, model, usage) == "lost":
+            silent = tiers.l2.silent_for()
+            if silent is None or silent >= tiers.config.stampede_wait:
+                return
+            yield pause
+            pause = min(pause * 2, 0.5)
 
     # -- the sync driver -----------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ class L2RedisCache:
         self.store = store
         self.breaker = breaker
         self.stats = stats
+        self._answered_at: float | None = None  # monotonic time of L2's last answer
+        self._resumed_at: float | None = None  # ... and of its first answer after a failure
+        self._failing = False
 
     def _guarded(self, content_type: str, default: T, operation: Callable[[], T]) -> T:
         breaker = self.breaker
@@ -48,15 +51,23 @@ class L2RedisCache:
         except (CodecError, InvalidInput):
             # The backend answered (with a value we refuse): not an outage. Recording the success
             # also ends a half-open trial, which would otherwise stay "running" forever.
-            breaker.record_success(time.perf_counter() - started)
+            self._answered(started)
             raise
         except SluiceError as exc:
             self._failed(content_type, exc, time.perf_counter() - started)
             return default
-        breaker.record_success(time.perf_counter() - started)
+        self._answered(started)
         return result
 
+    def _answered(self, started: float) -> None:
+        self.breaker.record_success(time.perf_counter() - started)
+        self._answered_at = now = time.monotonic()
+        if self._failing:
+            self._failing = False
+            self._resumed_at = now
+
     def _failed(self, content_type: str, exc: SluiceError, elapsed: float) -> None:
+        self._failing = True
         if isinstance(exc, BackendTimeout):
             self.breaker.record_timeout(elapsed)
         else:
@@ -75,13 +86,13 @@ class L2RedisCache:
         try:
             data = self.store.get_encoded(key)
         except (CodecError, InvalidInput) as exc:
-            breaker.record_success(time.perf_counter() - started)
+            self._answered(started)
             self._corrupt(content_type, key, exc)
             return None
         except SluiceError as exc:
             self._failed(content_type, exc, time.perf_counter() - started)
             return None
-        breaker.record_success(time.perf_counter() - started)
+        self._answered(started)
         return data
 
     def get_many_encoded(self, content_type: str, keys: list[str]) -> dict[str, bytes]:
@@ -114,7 +125,7 @@ class L2RedisCache:
         except SluiceError as exc:
             self._failed(content_type, exc, time.perf_counter() - started)
             return False
-        breaker.record_success(time.perf_counter() - started)
+        self._answered(started)
         return True
 
     def set(self, content_type: str, key: str, value: Any, ttl: float) -> bool:
@@ -164,16 +175,27 @@ class L2RedisCache:
         if self.store.supports_pubsub:
             self._guarded("invalidation", 0, lambda: self.store.publish(channel, message))
 
-    def try_lock(self, name: str, lease: float) -> StoreLock | None:
-        """A held fill lock (renewed in the background), or None if it could not be taken.
+    def try_lock(self, name: str, lease: float) -> tuple[StoreLock | None, bool]:
+        """``(lock, answered)``: a held fill lock (renewed in the background) or None.
 
-        None also when L2 failed; callers that wait check :meth:`usable` and stop waiting then.
+        ``answered`` tells a lock someone else holds (True) from a store that did not answer
+        (False: an error or the circuit open), so a waiter knows whether the holder is alive.
         """
         lock = self.store.lock(name, lease=lease)
         acquired = self._guarded(
             "lock", None, lambda: lock.acquire(blocking=False, auto_renew=True)
         )
-        return lock if acquired else None
+        return (lock if acquired else None), acquired is not None
+
+    def silent_for(self) -> float | None:
+        """Seconds since L2 last answered this process; None if it never has."""
+        answered = self._answered_at
+        return None if answered is None else time.monotonic() - answered
+
+    def resumed_for(self) -> float | None:
+        """Seconds since L2 answered again after failing; None if it never failed this process."""
+        resumed = self._resumed_at
+        return None if resumed is None else time.monotonic() - resumed
 
     def usable(self) -> bool:
         """Whether L2 calls are currently going through (the breaker is not open)."""

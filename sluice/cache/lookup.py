@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from sluice.cache.envelope import MAX_COST_USD, envelope_problem, make_envelope
 from sluice.cache.invalidation import Generations
@@ -24,6 +24,9 @@ from sluice.errors import CodecError, InvalidInput
 from sluice.store import Codec
 
 log = logging.getLogger(__name__)
+#: What became of a write: in both tiers, refused as too large, not taken by L2, or not sent to
+#: L2 since the generations (part of every stored key) cannot be read.
+WriteOutcome = Literal["stored", "too_large", "lost", "unkeyed"]
 
 
 class _Encoded:
@@ -115,6 +118,19 @@ class TieredLookup:
         Raises :class:`InvalidInput` when the value cannot be encoded: an unstorable value is the
         caller's bug and must not vanish silently.
         """
+        return self.write(content_type, key, value, ttl, model, usage) == "stored"
+
+    def write(
+        self,
+        content_type: str,
+        key: CacheKey,
+        value: Any,
+        ttl: float | None = None,
+        model: str | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> WriteOutcome:
+        """:meth:`put`, telling why a value was not stored: ``too_large``, ``unkeyed`` or ``lost``
+        (the store did not take it, so a retry may)."""
         ttl = self.config.ttl_for(content_type) if ttl is None else ttl
         if not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
             raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl!r}")
@@ -126,11 +142,11 @@ class TieredLookup:
             raise InvalidInput(f"cannot cache this {content_type} value: {exc}") from None
         if len(encoded) > self.config.max_entry_bytes:
             self.stats.incr(content_type, "too_large")
-            return False
+            return "too_large"
         full = self.generations.full_key(content_type, key.key)
         if full is None:  # generations unreadable: no key under which a reader would find it
             self._lost(content_type, "the generation counters cannot be read")
-            return False
+            return "unkeyed"
         self.l1.set(
             full,
             (_Encoded(encoded), key.fingerprint, cost),
@@ -139,9 +155,9 @@ class TieredLookup:
         )
         if not self.l2.set_encoded(content_type, full, encoded, ttl):
             self._lost(content_type, "L2 did not take it")
-            return False
+            return "lost"
         self.stats.incr(content_type, "sets")
-        return True
+        return "stored"
 
     def _cost(self, model: str | None, usage: Mapping[str, Any] | None) -> float:
         """What the call cost, within what an entry may claim (a provider's absurd token counts

@@ -53,9 +53,12 @@ class CacheConfig:
     l1_max_bytes: int = 64 << 20
     #: L1 keeps an entry at most this long, bounding staleness where invalidation cannot be pushed.
     l1_max_ttl: float = 300.0
-    #: Lease of the lock that lets one process compute a missing value; renewed while it runs.
+    #: Lease of the lock that lets one process compute a missing value; renewed while it runs,
+    #: so it bounds how long waiters wait for a holder that died before one takes over.
     lock_lease: float = 30.0
-    #: How long a process waits for another's computation before computing itself.
+    #: How long a waiter waits for a store that stopped answering (it cannot tell whether the
+    #: holder is alive) before computing itself, and how long a holder retries a write the store
+    #: did not take. A holder that is alive is waited for as long as it renews its lease.
     stampede_wait: float = 30.0
     #: Socket timeout of L2 operations (a timeout is a slow call, not an error). After
     #: ``breaker_failures`` errors in a row, or a sustained run of extreme latencies (see

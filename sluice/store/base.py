@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # A blocked acquire polls between these bounds: short at first so handover is fast, then slower.
 _POLL_MIN = 0.001
 _POLL_MAX = 0.05
+#: Seconds between renewal attempts of a lock while its store does not answer.
+RETRY_AFTER_OUTAGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -461,7 +463,10 @@ class StoreLock:
         return self.store._lock_owner(self.key) == self.owner
 
     def start_renewal(self) -> None:
-        """Renew the lease every third of it from a daemon thread until :meth:`release`."""
+        """Renew the lease every third of it from a daemon thread until :meth:`release`.
+
+        A lock the store lost (not taken by another owner) is taken back at the next renewal.
+        """
         if self._renewer is not None and self._renewer.is_alive():
             return
         self._stop_renewal = threading.Event()
@@ -474,14 +479,25 @@ class StoreLock:
         self._renewer.start()
 
     def _renew_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.lease / 3):
+        interval = self.lease / 3
+        while not stop.wait(interval):
+            interval = self.lease / 3
             try:
-                if not self.renew():
-                    log.warning("lock %s was lost before renewal; stopping renewal", self.key)
-                    return
+                if self.renew():
+                    continue
+                # The key is gone (its lease lapsed over an outage, or a store restarted without
+                # it): take it back unless another owner has, so waiters keep waiting for us.
+                if self.store._lock_acquire(self.key, self.owner, self.lease):
+                    log.warning("lock %s was lost from the store; re-took it", self.key)
+                    continue
+                log.warning("lock %s was taken by another owner; stopping renewal", self.key)
+                return
             except SluiceError as exc:
                 # A brief outage should not end renewal: the lease may still be valid next time.
+                # Retry soon, to re-take the lock as soon as the store is back should the outage
+                # have lost it, before a waiter that saw the outage end takes it over.
                 log.warning("could not renew lock %s: %s", self.key, exc)
+                interval = min(RETRY_AFTER_OUTAGE, self.lease / 3)
 
     def _stop_renewer(self) -> None:
         self._stop_renewal.set()

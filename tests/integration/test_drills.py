@@ -132,17 +132,17 @@ def fake_llm() -> Iterator[str]:
 
 
 def _drill_env(tmp_path: Path, fake_url: str, **extra: str) -> dict[str, str]:
-    return service_env(
-        tmp_path,
-        SLUICE_AI_PROVIDER="openai",
-        SLUICE_AI_BASE_URL=fake_url,
-        SLUICE_AI_API_KEY=KEY,
-        SLUICE_AI_MODEL="gpt-4o-mini",
+    """The drill's settings; ``extra`` adds to and overrides them."""
+    settings = {
+        "SLUICE_AI_PROVIDER": "openai",
+        "SLUICE_AI_BASE_URL": fake_url,
+        "SLUICE_AI_API_KEY": KEY,
+        "SLUICE_AI_MODEL": "gpt-4o-mini",
         # A killed worker's unacknowledged messages come back after 10 s, not 4 h.
-        SLUICE_VISIBILITY_TIMEOUT="10",
-        SLUICE_MAX_COUNTDOWN="5",
-        **extra,
-    )
+        "SLUICE_VISIBILITY_TIMEOUT": "10",
+        "SLUICE_MAX_COUNTDOWN": "5",
+    }
+    return service_env(tmp_path, **{**settings, **extra})
 
 
 def _migrate(env: dict[str, str]) -> None:

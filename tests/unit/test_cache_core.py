@@ -10,9 +10,11 @@ from __future__ import annotations
 import ast
 import asyncio
 import multiprocessing
+import os
 import pickle
 import re
 import secrets
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,8 +38,8 @@ from sluice.cache import (
 )
 from sluice.cache.memory import MISSING
 from sluice.celery import app
-from sluice.errors import ConfigurationError, InvalidInput
-from sluice.store import Codec, DiskStore, RedisStore, Store
+from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
+from sluice.store import Codec, DiskStore, RedisStore, Store, StoreLock
 
 KEY_RE = re.compile(r"^ai:analysis:v1:[0-9a-f]{32}:[0-9a-f]{32}$")
 
@@ -436,6 +438,56 @@ def _stampede_worker(spec: CacheSpec, processes: int, threads: int, delay: float
     cache.close()
 
 
+class _StoreDown:
+    """A store whose every call fails until ``until`` (a restart), then sets ``over``."""
+
+    def __init__(self, store: Store, until: float, over: threading.Event) -> None:
+        self._store, self._until, self._over = store, until, over
+
+    def lock(self, name: str, lease: float = 30.0, timeout: float | None = None) -> StoreLock:
+        return StoreLock(self, self._store._key(name), lease, timeout)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if time.monotonic() < self._until:
+                raise BackendUnavailable("store restarting (test)")
+            self._over.set()
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def _dying_holder(spec: CacheSpec, lease: float) -> None:
+    """Take the fill lock of ``"orphan"`` and hang in the provider until SIGKILLed."""
+    cache = spec.build(lock_lease=lease)
+    key = CacheKeyGenerator.analysis("orphan", "python")
+
+    def provider() -> str:
+        cache.store.incr("holder-calls")
+        time.sleep(60)
+        return "never"
+
+    cache.sync.get_or_compute(ANALYSIS, key, provider)
+
+
+def _joining_waiter(spec: CacheSpec) -> None:
+    """Wait on the fill of ``"in flight"`` past a short stampede_wait; count any own call."""
+    cache = spec.build(lock_lease=0.3, stampede_wait=0.1)
+    key = CacheKeyGenerator.analysis("in flight", "python")
+
+    def provider() -> str:
+        cache.store.incr("waiter-calls")
+        return "second"
+
+    cache.store.incr("waiters-ready")
+    assert cache.sync.get_or_compute(ANALYSIS, key, provider) == "from first"
+    cache.close()
+
+
 def _invalidation_worker(spec: CacheSpec, mode: str) -> None:
     cache = spec.build()
     store = cache.store
@@ -672,25 +724,130 @@ class CacheContract:
         first.close()
         second.close()
 
-    def test_waiter_gives_up_after_the_bounded_wait(self, spec: CacheSpec) -> None:
-        first, second = spec.build(), spec.build(stampede_wait=0.3)
-        key = CacheKeyGenerator.analysis("stuck", "python")
-        started, release = threading.Event(), threading.Event()
+    @pytest.mark.parametrize("waiters", ["thread", "process"])
+    def test_waiter_joins_a_live_holder_past_stampede_wait(
+        self, spec: CacheSpec, waiters: str
+    ) -> None:
+        # A redelivered task whose first run is still in flight: it must wait for that run for
+        # as long as the holder renews its lease, however short its own stampede_wait.
+        first = spec.build(lock_lease=0.3)
+        key = CacheKeyGenerator.analysis("in flight", "python")
+        calls: list[str] = []
+        started = threading.Event()
 
-        def stuck() -> str:
+        count = 2 if waiters == "process" else 1
+
+        def slow() -> str:
+            calls.append("first")
             started.set()
-            release.wait(20)
-            return "late"
+            # In flight until every waiter is waiting, then three leases and ten stampede_waits.
+            _poll(lambda: first.store.get_counter("waiters-ready") >= count, 60)
+            time.sleep(1.0)
+            return "from first"
 
-        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, stuck))
+        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, slow))
         leader.start()
         assert started.wait(10)
-        assert second.sync.get_or_compute(ANALYSIS, key, lambda: "own") == "own"
-        assert second.get_stats()["by_type"]["analysis"]["stampede_waits"] >= 1
-        release.set()
+        if waiters == "process":
+            processes = [_spawn(_joining_waiter, spec) for _ in range(2)]
+            _join(*processes)
+            assert first.store.get_counter("waiter-calls") == 0
+        else:
+            second = spec.build(lock_lease=0.3, stampede_wait=0.1)
+            second.store.incr("waiters-ready")
+            got = second.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("second") or "no")
+            assert got == "from first"
+            assert second.get_stats()["by_type"]["analysis"]["stampede_waits"] >= 1
+            second.close()
         leader.join()
+        assert calls == ["first"]
+        first.close()
+
+    def test_waiter_takes_over_when_the_holder_is_killed(self, spec: CacheSpec) -> None:
+        holder = _spawn(_dying_holder, spec, 0.5)
+        waiter = spec.build(lock_lease=0.5, stampede_wait=0.1)
+        try:
+            assert _poll(lambda: waiter.store.get_counter("holder-calls") == 1, 30)
+            os.kill(holder.pid or 0, signal.SIGKILL)
+            holder.join(10)
+            key = CacheKeyGenerator.analysis("orphan", "python")
+            calls: list[str] = []
+            got = waiter.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("w") or "taken")
+            assert (got, calls) == ("taken", ["w"])  # one call, after the dead holder's lease
+            assert waiter.sync.get_or_compute(ANALYSIS, key, lambda: "again") == "taken"
+        finally:
+            if holder.is_alive():
+                holder.kill()
+            waiter.close()
+
+    @pytest.mark.parametrize("patience", ["outlasts the outage", "shorter than the outage"])
+    def test_waiter_waits_through_a_store_outage_up_to_stampede_wait(
+        self, spec: CacheSpec, patience: str
+    ) -> None:
+        first = spec.build(lock_lease=0.3)
+        wait = 10.0 if patience == "outlasts the outage" else 0.2
+        second = spec.build(lock_lease=0.3, stampede_wait=wait, breaker_failures=1000)
+        key = CacheKeyGenerator.analysis("outage", "python")
+        assert second.sync.get_analysis("answered once", "python") is None  # L2 answered
+        started, outage_over = threading.Event(), threading.Event()
+
+        def slow() -> str:
+            started.set()
+            assert outage_over.wait(20)
+            time.sleep(0.2)
+            return "from first"
+
+        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, slow))
+        leader.start()
+        assert started.wait(10)
+        calls: list[str] = []
+        outage = _StoreDown(second.store, time.monotonic() + 0.8, outage_over)
+        with mock.patch.object(second.l2, "store", outage):  # all of L2 fails until it is over
+            got = second.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("2") or "own")
+        outage_over.set()
+        leader.join()
+        if patience == "outlasts the outage":
+            assert (got, calls) == ("from first", [])  # joined the live holder: no second call
+        else:
+            assert (got, calls) == ("own", ["2"])  # failed open after stampede_wait
         first.close()
         second.close()
+
+    def test_holder_retries_a_write_the_store_refused(self, spec: CacheSpec) -> None:
+        holder, reader = spec.build(breaker_failures=1000), spec.build()
+        key = CacheKeyGenerator.analysis("refused write", "python")
+        real = holder.store.set_encoded
+        refusals: list[int] = []
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if len(refusals) < 3:
+                refusals.append(1)
+                raise BackendUnavailable("store restarting (test)")
+            return real(*args, **kwargs)
+
+        with mock.patch.object(holder.store, "set_encoded", flaky):
+            assert holder.sync.get_or_compute(ANALYSIS, key, lambda: {"v": 1}) == {"v": 1}
+        assert len(refusals) == 3
+        assert reader.sync.get_or_compute(ANALYSIS, key, lambda: {"v": 2}) == {"v": 1}
+        holder.close()
+        reader.close()
+
+    def test_fill_lock_lost_from_the_store_is_retaken_by_its_live_holder(
+        self, spec: CacheSpec
+    ) -> None:
+        # A store restart that loses the key: the holder's renewal takes it back, so waiters
+        # keep waiting for the run in flight instead of calling the provider a second time.
+        store = spec.store()
+        lock = store.lock("fill-lost", lease=0.3)
+        assert lock.acquire(blocking=False, auto_renew=True)
+        store.delete("fill-lost")
+        assert _poll(lock.held, 3)
+        rival = store.lock("fill-lost", lease=0.3)
+        assert not rival.acquire(blocking=False)
+        lock.release()
+        assert rival.acquire(blocking=False)
+        rival.release()
+        store.close()
 
     @pytest.mark.parametrize("mode", ["key", "type", "all"])
     def test_invalidation_reaches_another_process(

@@ -1,0 +1,141 @@
+"""Chaos drill: one provider call per request while Redis redelivers tasks still in flight.
+
+The visibility timeout is shorter than a task (the loopback provider takes longer to answer), so
+Redis hands most tasks to a second worker while their first run is still calling the provider;
+meanwhile workers are SIGKILLed at random and replaced, and the Redis that is both broker and
+shared store restarts once. The cache key is each request's idempotency key: a redelivered copy
+joins the run in flight (it waits on the fill lock for as long as the holder renews its lease) or
+is answered from the cache, so every request is answered by the provider exactly once. The one
+exception, counted apart, is a call whose worker was SIGKILLed before it stored the answer: that
+answer died with the process, and the request is taken over once the dead holder's lease lapses.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.fake_openai import running_fake_openai
+from tests.integration.test_drills import (
+    _analyze,
+    _announce,
+    _counts,
+    _drill_env,
+    _migrate,
+    _ready,
+    _restartable_broker,
+    _stop,
+    _tree,
+    _worker,
+)
+from tests.worker_fixtures import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
+FILES = 40
+WORKERS = 3
+#: The provider's answer takes longer than the visibility timeout: every task is redelivered.
+LATENCY = 2.5
+VISIBILITY = "2"
+#: How long after its answer a killed worker may still not have stored it.
+STORE_GRACE = 1.0
+RECEIVED = re.compile(r"Task sluice\.handlers\.analysis\[([0-9a-f-]+)\] received")
+
+
+def test_redelivered_tasks_make_one_provider_call_per_request(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    pg_schema: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    with (
+        running_fake_openai(latency=LATENCY) as fake,
+        _restartable_broker("redis", tmp_path, request) as broker,
+    ):
+        env = _drill_env(
+            tmp_path,
+            fake.url,
+            SLUICE_DATABASE_URL=pg_schema,
+            SLUICE_VISIBILITY_TIMEOUT=VISIBILITY,
+            SLUICE_MAX_COUNTDOWN="1",
+            # A SIGKILLed holder's requests are taken over 3 s after its last renewal.
+            SLUICE_CACHE_LOCK_LEASE="3",
+            **broker.settings,
+        )
+        _migrate(env)
+        tree = _tree(tmp_path / "tree", FILES)
+        logs: list[Path] = []
+        kills: list[float] = []
+        workers: dict[int, subprocess.Popen[bytes]] = {}
+
+        def start() -> None:
+            log = tmp_path / f"w{len(logs)}.log"
+            logs.append(log)
+            workers[len(logs) - 1] = _worker(env, log)
+
+        def done() -> int:
+            return _counts(pg_schema)[1]
+
+        def kill_one() -> str:
+            victim = rng.choice(sorted(workers))
+            kills.append(time.monotonic())
+            os.killpg(workers.pop(victim).pid, signal.SIGKILL)
+            start()
+            # Ready before the next fault: a worker still starting when Redis stops gives up.
+            wait_for(lambda: _ready(logs[-1]), 60, "replacement worker")
+            return f"SIGKILL of worker {victim} at {done()}/{FILES} files"
+
+        for _ in range(WORKERS):
+            start()
+        try:
+            wait_for(lambda: all(_ready(log) for log in logs), 60, "workers")
+            run = _analyze(env, tree)
+            injected = []
+            for step, at in enumerate(sorted(rng.sample(range(4, FILES - 8), 3))):
+                wait_for(lambda at=at: done() >= at, 120, f"{at} files analysed")
+                if step == 1:
+                    injected.append(f"{broker.restart()} at {done()}/{FILES} files")
+                else:
+                    injected.append(kill_one())
+            out, err = run.communicate(timeout=180)
+        finally:
+            for worker in workers.values():
+                _stop(worker)
+        assert run.returncode == 0, out[-2000:] + err[-2000:]
+
+    rows, distinct, dead = _counts(pg_schema)
+    calls = [r for r in fake.requests if r.path == "/v1/chat/completions"]
+    by_request: dict[str, list[float]] = defaultdict(list)
+    for call in calls:
+        by_request[str(call.body.get("messages"))].append(call.at)
+
+    def killed_in_flight(at: float) -> bool:
+        # Its worker was SIGKILLed before it could have stored the answer: the answer is lost.
+        return any(at <= kill <= at + LATENCY + STORE_GRACE for kill in kills)
+
+    # Every call of a request but its last must have died with its worker.
+    repeats = [at for ats in by_request.values() for at in sorted(ats)[:-1]]
+    unexplained = [at for at in repeats if not killed_in_flight(at)]
+    received = [m for log in logs if log.exists() for m in RECEIVED.findall(log.read_text())]
+    _announce(
+        capsys,
+        f"drill redelivery[seed {seed}]: injected {'; '.join(injected)}; provider calls "
+        f"{len(calls)}, unique requests {len(by_request)} of {FILES}, repeated because their "
+        f"worker was SIGKILLed mid-call {len(repeats) - len(unexplained)}, otherwise "
+        f"{len(unexplained)}; deliveries {len(received)} (redelivered "
+        f"{len(received) - len(set(received))}); completed {distinct} (rows {rows}), "
+        f"dead-lettered {dead}, lost {FILES - distinct - dead}",
+    )
+    assert (rows, distinct, dead) == (FILES, FILES, 0)  # lost = 0, each file written once
+    assert len(by_request) == FILES
+    assert unexplained == []  # provider calls == unique requests + calls killed with their worker
+    assert len(received) > len(set(received))  # the drill did redeliver tasks in flight
