@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 #: Message header: epoch milliseconds from which the message could run (publish time or ETA).
 READY_HEADER = "sluice_ready_ms"
 #: Message header: the priority level label (``after_task_publish`` is not given the properties).
-PRIORITY_HEADER = "sluice_priority"
+PRIORITY_HEADER = "sluice_wait_level"  # not workers.headers.PRIORITY: that one is the task's level
 WAITING_KEY = "queuewait:waiting"
 POOLS_KEY = "queuewait:pools"
 #: How often a worker writes its slots, and how long the record outlives a silent worker.

@@ -83,7 +83,7 @@ def test_flower_shows_sluice_workers_queues_and_tasks(
         assert done == ids
         task = tasks[next(iter(ids))]
         assert task["name"] == "sluice.handlers.mon_echo"
-        assert task["routing_key"] == "high" and "'n'" in task["args"]
+        assert task["routing_key"] == "high" and '"n"' in task["args"]
     finally:
         if worker is not None:
             stop(worker)
