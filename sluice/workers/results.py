@@ -90,7 +90,15 @@ def ready_outcomes(results: Sequence[AsyncResult]) -> dict[str, tuple[bool, Any]
         return {}
     backend = results[0].backend
     if not isinstance(results[0], EagerResult) and isinstance(backend, BaseKeyValueStoreBackend):
-        raws = backend.mget([backend.get_key_for_task(r.id) for r in results])
+        try:
+            raws = backend.mget([backend.get_key_for_task(r.id) for r in results])
+        except Exception as exc:
+            # A backend restart: the per-result reads below go through Celery's own retries
+            # (result_backend_always_retry), which the bulk read does not.
+            if not backend.exception_safe_to_retry(exc):
+                raise
+            log.info("bulk result read failed (%s); reading results one by one", exc)
+            return _ready_one_by_one(results)
         found: dict[str, tuple[bool, Any]] = {}
         for result, raw in zip(results, raws, strict=True):
             if raw is None:
@@ -99,6 +107,10 @@ def ready_outcomes(results: Sequence[AsyncResult]) -> dict[str, tuple[bool, Any]
             if meta["status"] in states.READY_STATES:
                 found[result.id] = (meta["status"] == states.SUCCESS, meta["result"])
         return found
+    return _ready_one_by_one(results)
+
+
+def _ready_one_by_one(results: Sequence[AsyncResult]) -> dict[str, tuple[bool, Any]]:
     return {
         result.id: (result.successful(), value_of(result)) for result in results if result.ready()
     }

@@ -46,7 +46,7 @@ LATENCY = 2.5
 VISIBILITY = "2"
 #: How long after its answer a killed worker may still not have stored it.
 STORE_GRACE = 1.0
-RECEIVED = re.compile(r"Task sluice\.handlers\.analysis\[([0-9a-f-]+)\] received")
+RECEIVED = re.compile(r"Task sluice\.(?:handlers\.analysis|run_batch)\[([0-9a-f-]+)\] received")
 
 
 def test_redelivered_tasks_make_one_provider_call_per_request(
