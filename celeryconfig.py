@@ -19,7 +19,7 @@ MAX_COUNTDOWN_SECONDS = _settings.max_countdown
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
 if result_backend.startswith(("redis://", "rediss://")):
-    from sluice.workers.backend import SCHEME_PREFIX
+    from sluice.workers.redis_backend import SCHEME_PREFIX
 
     # Celery's Redis backend without a SUBSCRIBE per published sluice task (they are polled).
     result_backend = SCHEME_PREFIX + result_backend

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sluice.ai.admission import STATS_KEY, Admission, Ticket, count_tokens, request_tokens
 from sluice.ai.base import SEVERITIES, AIProvider, AnalysisResult, Finding, Usage
 from sluice.ai.languages import LANGUAGES, detect_language, normalize_language
 from sluice.ai.local import LocalProvider
-from sluice.ai.openai import OpenAIProvider
 from sluice.ai.rules import RULES
 from sluice.errors import ConfigurationError
+from sluice.lazy import lazy_exports
 from sluice.settings import Settings, get_settings
 from sluice.store import BufferedCounters, Store, get_store
+
+if TYPE_CHECKING:
+    from sluice.ai.openai import OpenAIProvider
 
 __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     # providers
@@ -44,6 +48,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     "request_tokens",
 ]
 
+# The OpenAI client loads on first use: httpx costs every worker on the local provider 40 ms.
+__getattr__ = lazy_exports(__name__, {"OpenAIProvider": "openai"})
+
 
 def get_provider(settings: Settings | None = None) -> AIProvider:
     """The provider ``settings`` (default: the process settings) select.
@@ -58,6 +65,8 @@ def get_provider(settings: Settings | None = None) -> AIProvider:
             raise ConfigurationError(
                 "SLUICE_AI_PROVIDER=openai needs SLUICE_AI_API_KEY (or OPENAI_API_KEY)"
             )
+        from sluice.ai.openai import OpenAIProvider
+
         return OpenAIProvider(
             base_url=settings.ai_base_url,
             api_key=settings.ai_api_key,

@@ -32,7 +32,7 @@ from sluice.cache.policy import CacheConfig
 from sluice.cache.stats import CacheStats
 from sluice.cache.sync_api import Identity, SyncAIResultCache
 from sluice.settings import Settings, get_settings
-from sluice.store import Codec, RedisStore, Store, get_store
+from sluice.store import Codec, Store, get_store
 
 T = TypeVar("T")
 
@@ -246,6 +246,8 @@ class AIResultCache:
 def _default_store(settings: Settings, config: CacheConfig) -> Store:
     if settings.redis_url:
         # Its own client: a timeout sized for the cache (see CacheConfig.l2_timeout).
+        from sluice.store.redis import RedisStore
+
         codec = Codec(settings.codec, settings.compress_min_bytes)
         return RedisStore(
             settings.redis_url, settings.key_prefix, codec, socket_timeout=config.l2_timeout

@@ -17,10 +17,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import httpx
 
 from sluice.cdn.config import CDNSettings
 from sluice.cdn.purgepaths import (
@@ -32,6 +30,9 @@ from sluice.cdn.purgepaths import (
 )
 from sluice.errors import BackendUnavailable, ConfigurationError
 from sluice.retrying import backoff_with_jitter, parse_retry_after
+
+if TYPE_CHECKING:
+    import httpx  # loaded by the HTTP providers: every worker imports this module, few purge
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,15 @@ class HTTPProvider(PurgeProvider):
         sleep: Callable[[float], None] = time.sleep,
         client: httpx.Client | None = None,
     ) -> None:
+        import httpx
+
         super().__init__(settings, sleep)
         self.client = client or httpx.Client(timeout=settings.http_timeout)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send a request; map rate limits, 5xx and network errors to retryable errors."""
+        import httpx
+
         try:
             response = self.client.request(method, url, **kwargs)
         except httpx.TransportError as exc:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
+from sluice.lazy import lazy_exports
 from sluice.settings import Settings, get_settings
 from sluice.store.base import Quota, QuotaGrant, Store, StoreLock, TokenGrant
 from sluice.store.codec import MAX_DECODED_ITEMS, MAX_DECOMPRESSED_BYTES, Codec
 from sluice.store.counters import BufferedCounters
 from sluice.store.disk import DiskStore
-from sluice.store.redis import RedisStore
+
+if TYPE_CHECKING:
+    from sluice.store.redis import RedisStore
 
 __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     # the interface and the process's store
@@ -34,6 +38,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     "MAX_DECOMPRESSED_BYTES",
     "MAX_DECODED_ITEMS",
 ]
+
+# The Redis backend loads on first use: redis-py costs a worker on the embedded defaults 40 ms.
+__getattr__ = lazy_exports(__name__, {"RedisStore": "redis"})
 
 _stores: dict[tuple[int, Settings], Store] = {}
 _stores_lock = threading.Lock()
@@ -61,6 +68,8 @@ def get_store(settings: Settings | None = None) -> Store:
 def _build(settings: Settings) -> Store:
     codec = Codec(settings.codec, settings.compress_min_bytes)
     if settings.redis_url:
+        from sluice.store.redis import RedisStore
+
         return RedisStore(settings.redis_url, prefix=settings.key_prefix, codec=codec)
     return DiskStore(settings.data_dir / "store", prefix=settings.key_prefix, codec=codec)
 

@@ -1,4 +1,5 @@
-"""Celery's Redis result backend, minus a round trip per published sluice task.
+"""Publishing without a result subscription: :func:`polled_results`, read by
+:class:`sluice.workers.redis_backend.RedisBackend`.
 
 On every publish Celery's Redis backend SUBSCRIBEs to the task's result channel, so that a later
 ``AsyncResult.get()`` hears the result over pub/sub. sluice never waits that way (every wait polls
@@ -13,13 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
-
-from celery.backends.redis import RedisBackend as CeleryRedisBackend
 
 _polled: ContextVar[bool] = ContextVar("sluice_result_polled", default=False)
-#: The ``result_backend`` prefix that selects this class (``<prefix>redis://...``).
-SCHEME_PREFIX = f"{__name__}:RedisBackend+"
 
 
 @contextmanager
@@ -32,7 +28,6 @@ def polled_results() -> Iterator[None]:
         _polled.reset(token)
 
 
-class RedisBackend(CeleryRedisBackend):
-    def on_task_call(self, producer: Any, task_id: str) -> None:
-        if not _polled.get():
-            super().on_task_call(producer, task_id)
+def subscribes() -> bool:
+    """Whether a publish now should subscribe to its result (outside :func:`polled_results`)."""
+    return not _polled.get()

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from sluice.db import DeadLetterTask, session_scope, upgrade
+from sluice.db import DeadLetterTask, session_scope
 from sluice.db.engine import get_engine
 from sluice.errors import InvalidInput
 from sluice.workers import headers as hdr
@@ -40,6 +40,8 @@ class DeadLetterQueue:
         self.database_url = database_url
 
     def ensure_schema(self) -> None:
+        from sluice.db.migrate import upgrade  # Alembic: only the commands that migrate need it
+
         upgrade(engine=get_engine(self.database_url))
 
     def add(

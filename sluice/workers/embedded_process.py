@@ -38,6 +38,23 @@ def install_exit_handler(**_: Any) -> None:
         die_with_parent(STOP_SIGNAL)
 
 
+@worker_process_init.connect(weak=False)
+def open_connections(**_: Any) -> None:
+    """Open what a task uses before the first one arrives.
+
+    The worker boots while the command walks and migrates, so this costs the run nothing; done by
+    the first task instead, it delayed every run's first results by about a tenth of a second.
+    """
+    from sluice.cache import get_ai_cache
+    from sluice.celery import app
+    from sluice.db import get_engine
+
+    get_ai_cache()
+    with get_engine().connect():
+        pass
+    app.backend.ResultSession().close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the embedded sluice worker")
     parser.add_argument("--queues", required=True)
