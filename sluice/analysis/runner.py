@@ -229,13 +229,15 @@ def _run_tasks(
     settings: Settings,
     notify: ProgressCallback,
 ) -> tuple[list[Outcome], int]:
-    """``analysis`` chunks (HIGH, several files per task when the provider is fast) plus one chord
-    of ``embedding`` chunks for all files.
+    """``analysis`` chunks (HIGH, several files per task when the provider is fast) and
+    ``embedding`` chunks (BATCH), all polled together: no chord, whose unlock on a result backend
+    without native chords (the embedded one) polls on its own clock and added its interval to every
+    run.
 
     With async processing off, both run inline through the same handlers, retries and dead letters.
     """
     from sluice.celery import app
-    from sluice.workers import submit_batch, submit_chunks
+    from sluice.workers import submit_chunks
 
     if worker is None and settings.async_processing_enabled:
         _require_external_workers(app, settings)
@@ -256,16 +258,24 @@ def _run_tasks(
         weights=[len(f.content) for f in files],
         budget=chunk_budget(settings),
     )
-    embeddings = submit_batch(
+    embeddings = submit_chunks(
         "embedding",
         [
             {"session_id": session_id, "path": f.path, "text": f.content[:EMBED_CHARS]}
             for f in files
         ],
     )
-    outcomes = _collect(analyses, files, settings, notify, worker.check_alive if worker else None)
-    vectors = embeddings.get(timeout=settings.task_timeout)
-    return outcomes, sum(1 for v in vectors if isinstance(v, dict))
+    check_worker = worker.check_alive if worker else None
+    values = _collect(analyses, settings, lambda done: notify(done, len(files)), check_worker)
+    vectors = _collect(embeddings, settings, lambda done: None, check_worker)
+    outcomes: list[Outcome] = []
+    for index, source in enumerate(files):
+        value = values[index]
+        if isinstance(value, BaseException):
+            outcomes.append((source.path, f"{type(value).__name__}: {value}"))
+        else:
+            outcomes.append((source.path, value))
+    return outcomes, sum(1 for v in vectors.values() if isinstance(v, dict))
 
 
 def _require_external_workers(app: Any, settings: Settings) -> None:
@@ -281,43 +291,35 @@ def _require_external_workers(app: Any, settings: Settings) -> None:
 
 
 def _collect(
-    analyses: ChunkedBatch,
-    files: list[SourceFile],
+    chunks: ChunkedBatch,
     settings: Settings,
-    notify: ProgressCallback,
+    notify: Callable[[int], None],
     check_worker: Callable[[], None] | None,
-) -> list[Outcome]:
-    """Wait for every file's result (progress per file, in any order); fail if none arrives for
-    ``task_timeout`` seconds."""
+) -> dict[int, Any]:
+    """Wait for every item's value (``notify`` hears how many are in, as they arrive, in any
+    order); fail if none arrives for ``task_timeout`` seconds."""
     values: dict[int, Any] = {}
     last_progress = time.monotonic()
     pause = _FIRST_PAUSE
-    while analyses.pending:
-        arrived = analyses.poll()
+    while chunks.pending:
+        arrived = chunks.poll()
         if arrived:
             values.update(arrived)
             last_progress = time.monotonic()
             pause = _FIRST_PAUSE
-            notify(len(values), len(files))
+            notify(len(values))
             continue
         if check_worker:
             check_worker()
         if time.monotonic() - last_progress > settings.task_timeout:
             raise BackendUnavailable(
                 f"no task finished for {settings.task_timeout:.0f}s; "
-                f"{len(files) - len(values)} files are still queued and will be stored "
+                f"{chunks.size - len(values)} items are still queued and will be stored "
                 "when workers process them"
             )
         time.sleep(pause)
         pause = min(pause * 2, _MAX_PAUSE)
-    outcomes: list[Outcome] = []
-    for index, source in enumerate(files):
-        value = values[index]
-        if isinstance(value, BaseException):
-            outcomes.append((source.path, f"{type(value).__name__}: {value}"))
-        else:
-            outcomes.append((source.path, value))
-    return outcomes
+    return values
 
 
 def _mark_ended(session_id: int, status: str) -> None:
