@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from sluice.errors import BackendUnavailable, InvalidInput, SluiceError
+from sluice.processes import process_identity
 from sluice.store.codec import Codec
 
 log = logging.getLogger(__name__)
@@ -406,7 +407,8 @@ class StoreLock:
     The lease bounds how long a crashed holder blocks others. Only the owner (a random token made
     per lock object) can renew or release it, so a holder whose lease lapsed cannot release the
     lock a new owner took meanwhile. ``with store.lock("name"):`` blocks until acquired and
-    releases on exit.
+    releases on exit. The token starts with the holder's :func:`~sluice.processes.process_identity`
+    (``pid.starttime/random``), so a store on this machine alone can tell a dead holder at once.
     """
 
     def __init__(
@@ -416,7 +418,7 @@ class StoreLock:
         self.key = full_key
         self.lease = lease
         self.timeout = timeout
-        self.owner = secrets.token_hex(16)
+        self.owner = f"{process_identity()}/{secrets.token_hex(16)}"
         self._stop_renewal = threading.Event()
         self._renewer: threading.Thread | None = None
 

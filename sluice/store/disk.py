@@ -25,6 +25,7 @@ import diskcache
 from diskcache.core import MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from sluice.errors import BackendTimeout, BackendUnavailable, CodecError, InvalidInput
+from sluice.processes import owner_alive
 from sluice.store.base import (
     Quota,
     QuotaGrant,
@@ -459,7 +460,15 @@ class DiskStore(Store):
             # taking it again renews it (as on Redis, where a retried command must not fail).
             if cache.add(full_key, owner, expire=lease, tag=_LOCK):
                 return True
-            return cache.get(full_key) == owner and bool(cache.touch(full_key, expire=lease))
+            holder = cache.get(full_key)
+            if holder == owner:
+                return bool(cache.touch(full_key, expire=lease))
+            # Every holder runs on this machine: one that no longer exists (a killed or stopped
+            # worker) is not waited out for the rest of its lease.
+            identity, mine, _ = holder.partition("/") if isinstance(holder, str) else ("", "", "")
+            if mine and not owner_alive(identity):
+                return bool(cache.set(full_key, owner, expire=lease, tag=_LOCK))
+            return False
 
     def _lock_renew(self, full_key: str, owner: str, lease: float) -> bool:
         with self._txn() as cache:

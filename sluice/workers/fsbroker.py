@@ -30,6 +30,8 @@ from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
+from sluice.processes import owner_alive, process_identity
+
 #: The URL scheme celeryconfig uses for the embedded broker.
 SCHEME = "sluicefs"
 #: Folder (inside the broker folder) of claimed, not yet acknowledged messages.
@@ -38,37 +40,6 @@ INFLIGHT = ".inflight"
 MAX_WAIT = 0.05
 #: How often a consumer looks for claims of dead processes.
 RECOVERY_INTERVAL = 0.5
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (Linux), which tells a reused pid from the original."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return None if fields[0] == "Z" else fields[19]
-
-
-def process_identity(pid: int | None = None) -> str:
-    """``pid.starttime`` of a process (``pid.0`` where /proc is missing): the owner of its claims."""
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}.{_start_time(pid) or 0}"
-
-
-def _owner_alive(identity: str) -> bool:
-    pid_text, _, started = identity.partition(".")
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (ValueError, PermissionError, OverflowError):
-        return pid_text.isdigit()  # alive but not ours, or not a pid we can judge: leave it
-    now = _start_time(pid)
-    if now is None:
-        return started == "0" or not Path("/proc").is_dir()  # a zombie, or no /proc to ask
-    return started in ("0", now)
 
 
 def recover_orphans(folder: str | os.PathLike[str]) -> int:
@@ -81,7 +52,7 @@ def recover_orphans(folder: str | os.PathLike[str]) -> int:
     restored = 0
     for name in names:
         owner, _, original = name.partition("-")
-        if not original or _owner_alive(owner):
+        if not original or owner_alive(owner):
             continue
         with contextlib.suppress(FileNotFoundError):  # another consumer put it back first
             os.rename(inflight / name, Path(folder) / original)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,41 @@ def test_reopens_after_fork(disk_store: DiskStore, monkeypatch: pytest.MonkeyPat
 def test_empty_prefix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="prefix"):
         DiskStore(tmp_path, prefix="")
+
+
+_HOLD = """
+import sys, time
+from sluice.store import DiskStore
+lock = DiskStore(sys.argv[1]).lock("fill", lease=60)
+assert lock.acquire(blocking=False)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("ends", ["killed", "exits"])
+def test_a_lock_whose_holder_process_is_gone_is_taken_at_once(
+    disk_store: DiskStore, ends: str
+) -> None:
+    """Every disk-store holder runs on this machine: a dead one is not waited out for its lease
+    (a killed or stopped embedded worker's fill locks)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(disk_store.directory), "60" if ends == "killed" else "0"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    waiter = disk_store.lock("fill", lease=60)
+    assert not waiter.acquire(blocking=False), "a live holder in another process keeps its lock"
+    if ends == "killed":
+        holder.kill()
+    holder.wait()
+    assert waiter.acquire(blocking=False), "the lease (60 s) of a dead holder was waited out"
+    assert waiter.held()
+    waiter.release()
+
+
+def test_a_lock_whose_holder_cannot_be_judged_waits_for_its_lease(disk_store: DiskStore) -> None:
+    """A token that names no process (not written by sluice's StoreLock) is never taken early."""
+    with disk_store._txn() as cache:
+        cache.add(disk_store._key("lock:fill"), "someone-else", expire=60, tag="lock")
+    assert not disk_store.lock("fill", lease=60).acquire(blocking=False)
