@@ -42,6 +42,31 @@ def test_unknown_revision_is_rejected(tmp_path: Path) -> None:
         upgrade("zzz", engine=engine)
 
 
+def test_head_revision_constant_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from sluice.db import migrate
+
+    script = ScriptDirectory.from_config(migrate.alembic_config(build_engine("sqlite://")))
+    assert script.get_heads() == [migrate.HEAD_REVISION]
+
+
+def test_upgrade_of_a_database_at_head_runs_no_migration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.db import migrate
+
+    engine = build_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade(engine=engine)
+    ran: list[str] = []
+    monkeypatch.setattr(migrate, "_run", lambda engine, action, revision: ran.append(action))
+    upgrade(engine=engine)
+    upgrade(migrate.HEAD_REVISION, engine=engine)
+    assert ran == []
+    upgrade("001", engine=engine)  # any other target still goes through Alembic
+    assert ran == ["upgrade"]
+
+
 def test_prune_deletes_only_old_sessions_and_their_rows(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
