@@ -141,6 +141,9 @@ def _drill_env(tmp_path: Path, fake_url: str, **extra: str) -> dict[str, str]:
         # A killed worker's unacknowledged messages come back after 10 s, not 4 h.
         "SLUICE_VISIBILITY_TIMEOUT": "10",
         "SLUICE_MAX_COUNTDOWN": "5",
+        # A killed worker's cache fill locks lapse after 5 s, not 30 s: the redelivered file waits
+        # that long for them on Redis, which cannot tell a dead holder (renewal keeps a live one).
+        "SLUICE_CACHE_LOCK_LEASE": "5",
     }
     return service_env(tmp_path, **{**settings, **extra})
 
