@@ -3,26 +3,26 @@
 ``get_provider()`` builds the one the settings select (``SLUICE_AI_PROVIDER``, default ``local``);
 a hosted provider comes under cluster-wide :class:`Admission` control (``SLUICE_AI_LIMITS``, and
 the pause on 429).
+
+Names load on first use (PEP 562): ``sluice analyze`` checks ``--rules`` and ``--fail-on`` against
+:mod:`sluice.ai.rules` and :mod:`sluice.ai.base` before it starts its worker, without the admission
+layer, the store and the providers.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sluice.ai.admission import STATS_KEY, Admission, Ticket, count_tokens, request_tokens
-from sluice.ai.base import SEVERITIES, AIProvider, AnalysisResult, Finding, Usage
-from sluice.ai.languages import LANGUAGES, detect_language, normalize_language
-from sluice.ai.local import LocalProvider
-from sluice.ai.rules import RULES
-from sluice.errors import ConfigurationError
 from sluice.lazy import lazy_exports
-from sluice.settings import Settings, get_settings
-from sluice.store import BufferedCounters, Store, get_store
 
 if TYPE_CHECKING:
+    from sluice.ai.admission import Admission, Ticket, count_tokens, request_tokens
+    from sluice.ai.base import SEVERITIES, AIProvider, AnalysisResult, Finding, Usage
+    from sluice.ai.languages import LANGUAGES, detect_language, normalize_language
+    from sluice.ai.local import LocalProvider
     from sluice.ai.openai import OpenAIProvider
+    from sluice.ai.providers import admission_for, get_provider
+    from sluice.ai.rules import RULES
 
 __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     # providers
@@ -48,63 +48,25 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     "request_tokens",
 ]
 
-# The OpenAI client loads on first use: httpx costs every worker on the local provider 40 ms.
-__getattr__ = lazy_exports(__name__, {"OpenAIProvider": "openai"})
-
-
-def get_provider(settings: Settings | None = None) -> AIProvider:
-    """The provider ``settings`` (default: the process settings) select.
-
-    Raises :class:`ConfigurationError` when the OpenAI provider is selected without an API key.
-    """
-    settings = settings or get_settings()
-    if settings.ai_provider == "local":
-        return LocalProvider(model=settings.ai_model)
-    if settings.ai_provider == "openai":
-        if not settings.ai_api_key:
-            raise ConfigurationError(
-                "SLUICE_AI_PROVIDER=openai needs SLUICE_AI_API_KEY (or OPENAI_API_KEY)"
-            )
-        from sluice.ai.openai import OpenAIProvider
-
-        return OpenAIProvider(
-            base_url=settings.ai_base_url,
-            api_key=settings.ai_api_key,
-            model=settings.ai_model,
-            embedding_model=settings.ai_embedding_model,
-            timeout=settings.ai_timeout,
-            max_retries=settings.ai_max_retries,
-            admission=admission_for("openai", settings),
-        )
-    raise ConfigurationError(
-        f"SLUICE_AI_PROVIDER={settings.ai_provider!r} must be one of: local, openai"
-    )
-
-
-def admission_for(provider: str, settings: Settings | None = None) -> Admission:
-    """Admission control of ``provider`` with the limits and prices of ``settings``.
-
-    A reservation's lease outlasts the longest call the provider settings allow (every attempt
-    timing out), so only a dead worker's reservation ever lapses.
-    """
-    settings = settings or get_settings()
-    return Admission(
-        provider,
-        settings.ai_limits,
-        settings.prices,
-        store=_store_of(settings),
-        lease=settings.ai_timeout * (settings.ai_max_retries + 1) + 60.0,
-        window=settings.ai_limit_window,
-        stats=_admission_stats(settings),
-    )
-
-
-def _store_of(settings: Settings) -> Callable[[], Store]:
-    return lambda: get_store(settings)
-
-
-@functools.cache
-def _admission_stats(settings: Settings) -> BufferedCounters:
-    """One counter buffer per process and settings: providers are built per task, counts are not
-    dropped with them."""
-    return BufferedCounters.in_hash(_store_of(settings), STATS_KEY)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "AIProvider": "base",
+        "AnalysisResult": "base",
+        "Finding": "base",
+        "Usage": "base",
+        "SEVERITIES": "base",
+        "LocalProvider": "local",
+        "OpenAIProvider": "openai",
+        "get_provider": "providers",
+        "admission_for": "providers",
+        "LANGUAGES": "languages",
+        "detect_language": "languages",
+        "normalize_language": "languages",
+        "RULES": "rules",
+        "Admission": "admission",
+        "Ticket": "admission",
+        "count_tokens": "admission",
+        "request_tokens": "admission",
+    },
+)

@@ -22,7 +22,6 @@ from sluice.analysis.changes import ChangeSet, changes_since
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
 from sluice.settings import Settings, get_settings
-from sluice.workers.brokers import unreachable_broker
 
 if TYPE_CHECKING:
     from sluice.workers.batching import ChunkedBatch
@@ -279,6 +278,8 @@ def _run_tasks(
 
 
 def _require_external_workers(app: Any, settings: Settings) -> None:
+    from sluice.workers.brokers import unreachable_broker
+
     try:
         replies = app.control.ping(timeout=2.0, limit=1)  # the first reply is enough
     except Exception as exc:  # kombu raises transport-specific errors
