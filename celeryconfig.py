@@ -88,7 +88,9 @@ if _settings.broker_url.startswith(("redis://", "rediss://")):
 elif _settings.broker_url.startswith("filesystem://"):
     from sluice.workers.fsbroker import SCHEME
 
-    broker_url = f"{SCHEME}://"  # kombu's filesystem transport, with atomic message files
+    # kombu's filesystem transport, with atomic message files. The host means nothing to it; named,
+    # kombu does not warn "No hostname was supplied" on every new pooled connection.
+    broker_url = f"{SCHEME}://localhost/"
     _folder = str(_settings.broker_dir)
     # kombu's filesystem transport polls once a second by default: far too slow for a CLI run.
     _broker_options = {

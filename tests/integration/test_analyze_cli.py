@@ -42,6 +42,10 @@ def test_embedded_run_prints_findings_through_a_real_worker(embedded_run: tuple)
     log = (data_dir / "logs" / "embedded-worker.log").read_text()
     # Files travel in chunks (several per task with the local provider), as run_batch tasks.
     assert "sluice.run_batch" in log and "succeeded" in log and "'findings':" in log
+    # Nothing stray for a user to wonder about (kombu warned of the embedded broker's missing host
+    # on every pooled connection, in the command and the worker alike).
+    assert "WARNING" not in result.stderr, result.stderr
+    assert "No hostname was supplied" not in log
     stored = _stored_findings(f"sqlite:///{data_dir / 'sluice.db'}")
     assert stored, "findings must be stored in code_review_results"
     assert not any(path.startswith("app/build/") for path, *_ in stored), ".gitignore honoured"
