@@ -13,6 +13,9 @@ from sluice.workers.priority import PRIORITY_QUEUES
 
 _settings = get_settings()
 
+#: Longest a dead worker can block other workers' restores of unacknowledged messages (Redis).
+UNACKED_MUTEX_EXPIRE = 30
+
 #: Longest countdown/ETA sluice ever schedules (retries and rate-limit waits are capped to it).
 MAX_COUNTDOWN_SECONDS = _settings.max_countdown
 
@@ -84,6 +87,11 @@ if _settings.broker_url.startswith(("redis://", "rediss://")):
         # only every 10th sweep of 10 s), so they come back soon after the visibility timeout.
         "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout // 4))),
         "unacked_restore_throttle": 1,
+        # One worker at a time restores, under a mutex in Redis. A worker killed while holding it
+        # (SIGKILL, OOM) blocked every restore for kombu's 5 minutes, so a message the dead worker
+        # had taken stayed invisible that long (the SIGKILL and redelivery drills under load). A
+        # restore pass takes milliseconds; 30 s bounds that gap.
+        "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
     }
 elif _settings.broker_url.startswith("filesystem://"):
     from sluice.workers.fsbroker import SCHEME

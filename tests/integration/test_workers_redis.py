@@ -332,3 +332,37 @@ def test_process_pending_drains_without_a_worker(cluster: Cluster) -> None:
     (entry,) = DeadLetterQueue().list()
     assert entry["payload"] == {"id": "dead"}
     assert _stats()["queue"]["pending"] == 0
+
+
+_KILLED_MID_RESTORE = """
+import os, sys
+from kombu import Connection
+from kombu.transport.redis import Mutex
+import celeryconfig
+with Connection(sys.argv[1], transport_options=celeryconfig.broker_transport_options) as conn:
+    channel = conn.default_channel
+    with Mutex(channel.client, channel.unacked_mutex_key, channel.unacked_mutex_expire):
+        print(channel.unacked_mutex_key, flush=True)
+        os._exit(0)  # killed while restoring: the mutex is never released
+"""
+
+
+def test_a_worker_killed_mid_restore_blocks_redelivery_for_seconds_not_minutes(
+    tmp_path: Path, redis_broker_url: str
+) -> None:
+    """kombu lets one worker at a time restore a dead worker's unacknowledged messages, under a
+    mutex that outlived its killed holder for 5 minutes: a message stayed invisible that long."""
+    from celeryconfig import UNACKED_MUTEX_EXPIRE
+
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_RESTORE, redis_broker_url],
+        env=service_env(tmp_path, SLUICE_BROKER_URL=redis_broker_url), cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    client = redis.Redis.from_url(redis_broker_url)
+    try:
+        ttl = client.ttl(done.stdout.strip())
+    finally:
+        client.close()
+    assert 0 < ttl <= UNACKED_MUTEX_EXPIRE <= 60, ttl
