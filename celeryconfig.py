@@ -78,6 +78,11 @@ task_routes = {"sluice.prune_*": {"queue": _low}, "sluice.cdn.*": {"queue": _low
 
 _broker_options: dict[str, object] = {}
 if _settings.broker_url.startswith(("redis://", "rediss://")):
+    from sluice.workers.redisbroker import use_for_redis_urls
+
+    # kombu's Redis transport, except that a message taken while Redis drops out is not lost.
+    use_for_redis_urls()
+if _settings.broker_url.startswith(("redis://", "rediss://")):
     # Drain queues in the order a worker lists them (critical first), and never redeliver a
     # message whose countdown is still pending: the visibility timeout must exceed any countdown.
     _broker_options = {
@@ -93,6 +98,11 @@ if _settings.broker_url.startswith(("redis://", "rediss://")):
         # restore pass takes milliseconds; 30 s bounds that gap.
         "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
     }
+elif _settings.broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # Publisher confirms: a publish returns once RabbitMQ has the message, so a submission that
+    # returned is never lost in transit, and priority ordering starts from the moment it returns
+    # (without them, under load, tasks went on starting while a CRITICAL publish was in flight).
+    _broker_options = {"confirm_publish": True}
 elif _settings.broker_url.startswith("filesystem://"):
     from sluice.workers.fsbroker import SCHEME
 

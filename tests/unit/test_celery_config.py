@@ -83,5 +83,7 @@ def test_rabbitmq_broker_gets_one_priority_queue_for_every_route() -> None:
             assert config.task_default_queue == "priority"
             assert {route["queue"] for route in config.task_routes.values()} == {"priority"}
             assert {e["options"]["queue"] for e in config.beat_schedule.values()} == {"priority"}
+            # A returned publish is one RabbitMQ has: nothing lost in transit.
+            assert config.broker_transport_options["confirm_publish"] is True
     finally:
         importlib.reload(celeryconfig)  # back to the settings outside the block
