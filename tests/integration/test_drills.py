@@ -7,6 +7,7 @@ long enough for a fault to land in the middle of the run (the hosted model canno
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,13 +66,23 @@ def _worker(
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Celery's warm shutdown (SIGTERM to the main process only), then the whole group.
+
+    Not SIGTERM to the group: a pool child killed between finishing a task and its parent's ack
+    had the task redelivered to a worker still running, which ran it again (an 11th run in 10).
+    """
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
+    process.wait()
+
+
+def _prefix() -> str:
+    """A store prefix of this run alone: an interrupted run's keys must never be counted."""
+    return f"drill-{uuid.uuid4().hex[:12]}:"
 
 
 def _ready(log: Path) -> bool:
@@ -170,7 +182,7 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(
     env = _drill_env(
         tmp_path, fake_llm, SLUICE_BROKER_URL=broker.url, SLUICE_RESULT_BACKEND=broker.result_backend,
         SLUICE_REDIS_URL=redis_url, SLUICE_DATABASE_URL=pg_schema,
-        SLUICE_KEY_PREFIX=f"drill-{tmp_path.name}:",
+        SLUICE_KEY_PREFIX=_prefix(),
     )  # fmt: skip
     _migrate(env)
     tree = _tree(tmp_path / "tree")
@@ -260,7 +272,7 @@ def _restartable_broker(
 
         settings = {"SLUICE_BROKER_URL": url, "SLUICE_RESULT_BACKEND": results,
                     "SLUICE_REDIS_URL": request.getfixturevalue("redis_url"),
-                    "SLUICE_KEY_PREFIX": f"drill-{tmp_path.name}:"}  # fmt: skip
+                    "SLUICE_KEY_PREFIX": _prefix()}  # fmt: skip
         try:
             yield RestartableBroker(kind, settings, restart_rabbitmq)
         finally:
@@ -417,7 +429,7 @@ def test_burst_of_10000_keeps_critical_ahead(
     from sluice.workers import Priority, submit_task
     from tests.worker_fixtures import settings_env
 
-    prefix = f"drill-{tmp_path.name}:"
+    prefix = _prefix()
     env = service_env(
         tmp_path, SLUICE_BROKER_URL=broker.url, SLUICE_RESULT_BACKEND=broker.result_backend,
         SLUICE_REDIS_URL=redis_url, SLUICE_KEY_PREFIX=prefix, SLUICE_HANDLER_MODULES="tests.worker_handlers",
@@ -473,7 +485,7 @@ def test_critical_behind_1000_low_waits_for_at_most_the_running_task(
     from sluice.workers import Priority, submit_task
     from tests.worker_fixtures import settings_env
 
-    prefix = f"drill-{tmp_path.name}:"
+    prefix = _prefix()
     env = service_env(
         tmp_path, SLUICE_BROKER_URL=broker.url, SLUICE_RESULT_BACKEND=broker.result_backend,
         SLUICE_REDIS_URL=redis_url, SLUICE_KEY_PREFIX=prefix, SLUICE_HANDLER_MODULES="tests.worker_handlers",
