@@ -44,6 +44,8 @@ def open_connections(**_: Any) -> None:
 
     The worker boots while the command walks and migrates, so this costs the run nothing; done by
     the first task instead, it delayed every run's first results by about a tenth of a second.
+    The result backend is touched through a read every backend has (SQLite's or Redis's, as
+    ``--workers N`` runs on either).
     """
     from sluice.cache import get_ai_cache
     from sluice.celery import app
@@ -52,7 +54,7 @@ def open_connections(**_: Any) -> None:
     get_ai_cache()
     with get_engine().connect():
         pass
-    app.backend.ResultSession().close()
+    app.backend.get_state("sluice-warm-up")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,3 +135,32 @@ def test_distributed_run_without_workers_fails_clearly(
     assert result.returncode == 1
     assert "no Celery worker answered" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_option_on_redis_runs_its_own_worker_cleanly(
+    embedded_run: tuple,
+    tmp_path: Path,
+    redis_broker_url: str,
+    redis_url: str,
+    pg_schema: str,
+) -> None:
+    """``--workers N`` with a real broker: the command starts and stops its own worker, whose pool
+    children warm up against the Redis result backend without an error."""
+    _, embedded_data = embedded_run
+    env = service_env(
+        tmp_path,
+        SLUICE_BROKER_URL=redis_broker_url,
+        SLUICE_RESULT_BACKEND=redis_broker_url,
+        SLUICE_REDIS_URL=redis_url,
+        SLUICE_DATABASE_URL=pg_schema,
+    )
+    assert run_sluice("db", "upgrade", env=env).returncode == 0
+    result = run_sluice("analyze", str(EXAMPLES), "--workers", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "embedded worker x1" in result.stdout
+    log = (tmp_path / "data" / "logs" / "embedded-worker.log").read_text()
+    assert "sluice.run_batch" in log
+    assert "Traceback" not in log and " raised:" not in log, log[-3000:]
+    assert _stored_findings(pg_schema) == _stored_findings(
+        f"sqlite:///{embedded_data / 'sluice.db'}"
+    )
