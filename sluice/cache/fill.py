@@ -73,9 +73,7 @@ class FillProtocol:
         while True:
             full = tiers.generations.full_key(content_type, key.key)
             if full is None:  # no generations known: no key to fill under (the cache fails open)
-                value = yield COMPUTE
-                yield from self._computed(content_type, key, value, ttl, model, usage_of)
-                return value
+                return (yield from self._compute(content_type, key, ttl, model, usage_of))
             resumed = tiers.l2.resumed_for()
             if resumed is not None and resumed < RETAKE_GRACE:
                 # The store has just come back: a live holder whose lock the outage lost re-takes
@@ -88,19 +86,13 @@ class FillProtocol:
                     found, value = tiers.lookup(content_type, key, count=False)
                     if found:  # filled between our miss and taking the lock
                         return value
-                    value = yield COMPUTE
-                    yield from self._computed(content_type, key, value, ttl, model, usage_of)
-                    return value
+                    return (yield from self._compute(content_type, key, ttl, model, usage_of))
                 finally:
                     _release(lock)
-            if not answered:
-                # The store is down: it may still hold a live holder's lock (and a restarted
-                # Redis gives it back), so wait for it, unless it has been silent too long.
-                silent = tiers.l2.silent_for()
-                if silent is None or silent >= config.stampede_wait:
-                    value = yield COMPUTE  # fail open
-                    yield from self._computed(content_type, key, value, ttl, model, usage_of)
-                    return value
+            if not answered and self._store_gone():
+                # The store is down and has been for too long to still hold a live holder's lock
+                # (a restarted Redis gives it back; until then this waits): fail open.
+                return (yield from self._compute(content_type, key, ttl, model, usage_of))
             if not waited:
                 waited = True
                 tiers.stats.incr(content_type, "stampede_waits")
@@ -110,28 +102,34 @@ class FillProtocol:
             if found:  # the process holding the lock has stored its value
                 return value
 
-    def _computed(
+    def _compute(
         self,
         content_type: str,
         key: CacheKey,
-        value: Any,
         ttl: float | None,
         model: str | None,
         usage_of: UsageOf | None,
-    ) -> Generator[float, None, None]:
-        """Count the provider call and store its value, retrying a write the store did not take
-        while the store has been silent for less than ``stampede_wait``: the fill lock is still
-        held, and its waiters would call the provider again once its lease lapsed."""
+    ) -> Generator[object, Any, Any]:
+        """Yield :data:`COMPUTE`, count the provider call and store the value it is sent, then
+        return it. A write the store did not take is retried until the store has been silent for
+        ``stampede_wait``: the fill lock is still held, and its waiters would call the provider
+        again once its lease lapsed."""
+        value = yield COMPUTE
         tiers = self.tiers
         tiers.stats.incr(content_type, "provider_calls")
         usage = usage_of(value) if usage_of else None
         pause = 0.05
         while tiers.write(content_type, key, value, ttl, model, usage) == "lost":
-            silent = tiers.l2.silent_for()
-            if silent is None or silent >= tiers.config.stampede_wait:
-                return
+            if self._store_gone():
+                break
             yield pause
             pause = min(pause * 2, 0.5)
+        return value
+
+    def _store_gone(self) -> bool:
+        """Whether L2 has not answered this process for ``stampede_wait`` seconds (or ever)."""
+        silent = self.tiers.l2.silent_for()
+        return silent is None or silent >= self.tiers.config.stampede_wait
 
     # -- the sync driver -----------------------------------------------------------------------
 
