@@ -7,6 +7,7 @@ instead of waiting out a lease. The start time tells a reused pid from the origi
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -22,9 +23,17 @@ def _start_time(pid: int) -> str | None:
 
 
 def process_identity(pid: int | None = None) -> str:
-    """``pid.starttime`` of a process (``pid.0`` where /proc is missing)."""
-    pid = os.getpid() if pid is None else pid
+    """``pid.starttime`` of a process (``pid.0`` where /proc is missing); this process by default."""
+    return _own_identity(os.getpid()) if pid is None else _identity_of(pid)
+
+
+def _identity_of(pid: int) -> str:
     return f"{pid}.{_start_time(pid) or 0}"
+
+
+# Read once per process (a forked child has another pid): every store lock and every claim of the
+# embedded broker's poll names its owner.
+_own_identity = functools.lru_cache(maxsize=1)(_identity_of)
 
 
 def owner_alive(identity: str) -> bool:
