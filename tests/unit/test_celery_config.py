@@ -57,6 +57,13 @@ def test_redis_broker_gets_strict_priority_and_a_long_visibility_timeout(
         options = config.broker_transport_options
         assert options["queue_order_strategy"] == "priority"
         assert options["visibility_timeout"] > config.MAX_COUNTDOWN_SECONDS
+        # redis:// connections use sluice's transport, which keeps a message taken mid-outage.
+        from kombu import Connection
+
+        from sluice.workers.redisbroker import Transport
+
+        assert isinstance(Connection(config.broker_url).transport, Transport)
+        assert options["unacked_mutex_expire"] == config.UNACKED_MUTEX_EXPIRE
     finally:
         monkeypatch.delenv("SLUICE_BROKER_URL")
         settings_module.get_settings.cache_clear()
