@@ -47,10 +47,14 @@ def test_app_is_json_only_late_ack_and_declares_every_queue() -> None:
 def test_redis_broker_gets_strict_priority_and_a_long_visibility_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from kombu.transport import TRANSPORT_ALIASES
+
     import celeryconfig
     from sluice import settings as settings_module
 
     monkeypatch.setenv("SLUICE_BROKER_URL", "redis://127.0.0.1:6379/0")
+    # kombu's own alias, as in a process that has not loaded the config yet.
+    monkeypatch.setitem(TRANSPORT_ALIASES, "redis", "kombu.transport.redis:Transport")
     settings_module.get_settings.cache_clear()
     try:
         config = importlib.reload(celeryconfig)
