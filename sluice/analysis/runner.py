@@ -229,9 +229,10 @@ def _run_tasks(
     notify: ProgressCallback,
 ) -> tuple[list[Outcome], int]:
     """``analysis`` chunks (HIGH, several files per task when the provider is fast) and
-    ``embedding`` chunks (BATCH), all polled together: no chord, whose unlock on a result backend
-    without native chords (the embedded one) polls on its own clock and added its interval to every
-    run.
+    ``embedding`` chunks (BATCH), both published at once and polled by this process: the analyses
+    first (progress is per analysed file), then whatever embeddings are not in yet. No chord: its
+    unlock, on a result backend without native chords (the embedded one), polls on its own clock
+    and added its interval to every run.
 
     With async processing off, both run inline through the same handlers, retries and dead letters.
     """
