@@ -91,15 +91,11 @@ def test_bad_input_gives_one_clear_line_and_no_traceback(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_distributed_run_matches_embedded_findings(
-    embedded_run: tuple,
-    tmp_path: Path,
-    redis_broker_url: str,
-    redis_url: str,
-    pg_schema: str,
-) -> None:
-    """Redis broker + RedisStore + PostgreSQL, with a separately started worker process."""
-    _, embedded_data = embedded_run
+@pytest.fixture
+def distributed_env(
+    tmp_path: Path, redis_broker_url: str, redis_url: str, pg_schema: str
+) -> dict[str, str]:
+    """Redis broker and results, RedisStore, PostgreSQL migrated to head."""
     env = service_env(
         tmp_path,
         SLUICE_BROKER_URL=redis_broker_url,
@@ -109,6 +105,15 @@ def test_distributed_run_matches_embedded_findings(
     )
     migrate = run_sluice("db", "upgrade", env=env)
     assert migrate.returncode == 0, migrate.stderr
+    return env
+
+
+def test_distributed_run_matches_embedded_findings(
+    embedded_run: tuple, tmp_path: Path, distributed_env: dict[str, str], pg_schema: str
+) -> None:
+    """Redis broker + RedisStore + PostgreSQL, with a separately started worker process."""
+    _, embedded_data = embedded_run
+    env = distributed_env
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.wait_ready()
@@ -138,24 +143,12 @@ def test_distributed_run_without_workers_fails_clearly(
 
 
 def test_workers_option_on_redis_runs_its_own_worker_cleanly(
-    embedded_run: tuple,
-    tmp_path: Path,
-    redis_broker_url: str,
-    redis_url: str,
-    pg_schema: str,
+    embedded_run: tuple, tmp_path: Path, distributed_env: dict[str, str], pg_schema: str
 ) -> None:
     """``--workers N`` with a real broker: the command starts and stops its own worker, whose pool
     children warm up against the Redis result backend without an error."""
     _, embedded_data = embedded_run
-    env = service_env(
-        tmp_path,
-        SLUICE_BROKER_URL=redis_broker_url,
-        SLUICE_RESULT_BACKEND=redis_broker_url,
-        SLUICE_REDIS_URL=redis_url,
-        SLUICE_DATABASE_URL=pg_schema,
-    )
-    assert run_sluice("db", "upgrade", env=env).returncode == 0
-    result = run_sluice("analyze", str(EXAMPLES), "--workers", "1", env=env)
+    result = run_sluice("analyze", str(EXAMPLES), "--workers", "1", env=distributed_env)
     assert result.returncode == 0, result.stderr
     assert "embedded worker x1" in result.stdout
     log = (tmp_path / "data" / "logs" / "embedded-worker.log").read_text()
