@@ -80,9 +80,9 @@ _broker_options: dict[str, object] = {}
 if _settings.broker_url.startswith(("redis://", "rediss://")):
     from sluice.workers.redisbroker import use_for_redis_urls
 
-    # kombu's Redis transport, except that a message taken while Redis drops out is not lost.
+    # kombu's Redis transport, except that a message is recorded as unacknowledged in the same
+    # atomic step that takes it off its queue: a consumer killed mid-take loses nothing.
     use_for_redis_urls()
-if _settings.broker_url.startswith(("redis://", "rediss://")):
     # Drain queues in the order a worker lists them (critical first), and never redeliver a
     # message whose countdown is still pending: the visibility timeout must exceed any countdown.
     _broker_options = {
