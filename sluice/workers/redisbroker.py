@@ -80,6 +80,9 @@ class Channel(redis.Channel):
     registered_tag: str | None = None
     #: The last take found every list empty: wait on the bells before taking again.
     _idle = False
+    # kombu's own state of the command in flight, typed for what is stored in it.
+    _in_poll: Any = False
+    _brpop_sent_at: float | None = None
 
     def _key(self, name: str) -> str:
         # EVAL and a raw send_command are not prefixed by kombu's client: prefix here.
@@ -138,7 +141,7 @@ class Channel(redis.Channel):
         self.connection._deliver(loads(bytes_to_str(item)), dest)
         return dest
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         lists = [self._key(self._q_for_pri(queue, pri)) for pri in self.priority_steps]
         with self.conn_or_acquire() as client:
             reply = client.execute_command(*self._take_command(lists))
