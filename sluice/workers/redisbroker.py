@@ -82,7 +82,7 @@ class Channel(redis.Channel):
     _idle = False
     # kombu's own state of the command in flight, typed for what is stored in it.
     _in_poll: Any = False
-    _brpop_sent_at: float | None = None
+    _brpop_sent_at: Any = None
 
     def _key(self, name: str) -> str:
         # EVAL and a raw send_command are not prefixed by kombu's client: prefix here.
