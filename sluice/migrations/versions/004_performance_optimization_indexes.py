@@ -13,6 +13,7 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "004"
@@ -91,10 +92,18 @@ def upgrade() -> None:
         for name, table, key, where, _ in _applicable():
             op.execute(_create(name, table, key, where, concurrently=False))
         return
-    # Extensions are database-wide: created if missing, never dropped by the downgrade.
+    # Extensions are database-wide: created if missing, never dropped by the downgrade. One
+    # already installed may live in a schema that is not on this connection's search_path, so its
+    # operator class is named with its schema.
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    trgm_schema = op.get_bind().scalar(
+        sa.text(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
+        )
+    )
     with op.get_context().autocommit_block():
         for name, table, key, where, _ in _applicable():
+            key = key.replace("gin_trgm_ops", f"{trgm_schema}.gin_trgm_ops")
             # A CONCURRENTLY build that failed leaves an INVALID index IF NOT EXISTS would keep.
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(name)}")
             op.execute(_create(name, table, key, where, concurrently=True))
