@@ -44,6 +44,8 @@ WORKERS = 3
 #: The provider's answer takes longer than the visibility timeout: every task is redelivered.
 LATENCY = 2.5
 VISIBILITY = "2"
+#: The fill lock's lease: longer than the Redis restart's outage plus a renewal interval.
+LEASE = "10"
 #: How long after its answer a killed worker may still not have stored it.
 STORE_GRACE = 1.0
 RECEIVED = re.compile(r"Task sluice\.(?:handlers\.analysis|run_batch)\[([0-9a-f-]+)\] received")
@@ -67,8 +69,11 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
             SLUICE_DATABASE_URL=pg_schema,
             SLUICE_VISIBILITY_TIMEOUT=VISIBILITY,
             SLUICE_MAX_COUNTDOWN="1",
-            # A SIGKILLed holder's requests are taken over 3 s after its last renewal.
-            SLUICE_CACHE_LOCK_LEASE="3",
+            # A SIGKILLed holder's requests are taken over LEASE s after its last renewal. A live
+            # holder keeps its lock through an outage shorter than the lease less one renewal
+            # interval (a third of it); with a 3 s lease, the Redis restart (3 s down) outlived
+            # the locks of calls in flight, and a copy redelivered after it called again.
+            SLUICE_CACHE_LOCK_LEASE=LEASE,
             **broker.settings,
         )
         _migrate(env)
