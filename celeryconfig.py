@@ -6,7 +6,6 @@ to change is a ``SLUICE_*`` variable, so this module holds policy, not configura
 
 from __future__ import annotations
 
-from sluice.cdn.config import get_cdn_settings
 from sluice.settings import get_settings
 from sluice.workers.brokers import declared_queues, physical_queue
 from sluice.workers.priority import PRIORITY_QUEUES
@@ -142,7 +141,7 @@ beat_schedule: dict[str, dict[str, object]] = {
         "options": {"queue": _low, "priority": 3},
     },
 }
-_cdn = get_cdn_settings()
+_cdn = _settings.cdn  # not sluice.cdn: its package imports compression, brotli and Prometheus
 beat_schedule.update(
     {
         "cdn-flush-invalidations": {

@@ -100,3 +100,14 @@ def test_help_lists_every_subcommand_without_importing_them(tmp_path: Path) -> N
     for name in ("analyze", "cache", "cdn", "dlq", "queue", "serve", "sessions", "stats"):
         assert f"  {name} " in done.stdout
     assert "LOADED []" in done.stdout
+
+
+def test_the_celery_config_does_not_import_the_cdn_package() -> None:
+    """Every process that loads the Celery config (``sluice analyze`` on workers, each worker, beat)
+    would pay for the CDN package's compression, brotli and Prometheus imports."""
+    import subprocess
+    import sys
+
+    code = "import sys, celeryconfig; print(sorted(m for m in sys.modules if m.startswith('sluice.cdn')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
