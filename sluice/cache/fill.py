@@ -64,16 +64,24 @@ class FillProtocol:
         that run for as long as its holder keeps renewing the lease (however long the provider
         takes). It computes itself only when it takes the lock (the holder died and its lease
         lapsed, or it failed and released it), or, failing open, when the store has not answered
-        this process for ``stampede_wait`` seconds (or never has); through a shorter outage it
-        waits for the store to come back, since the lock of a run in flight may still be there.
+        this process for ``stampede_wait`` seconds (counted from its creation until it first
+        has); through a shorter outage it waits for the store to come back, since the lock of a
+        run in flight may still be there.
         """
         tiers, config = self.tiers, self.tiers.config
         delay = 0.005
         waited = False
         while True:
             full = tiers.generations.full_key(content_type, key.key)
-            if full is None:  # no generations known: no key to fill under (the cache fails open)
-                return (yield from self._compute(content_type, key, ttl, model, usage_of))
+            if full is None:
+                # No generations known: no key to fill under. Unreadable ones fail open at once;
+                # an unreachable store only once it has been silent for stampede_wait, since it
+                # may come back with them (and with a live holder's lock).
+                if not tiers.l2.failing or self._store_gone():
+                    return (yield from self._compute(content_type, key, ttl, model, usage_of))
+                yield delay
+                delay = min(delay * 2, 0.05)
+                continue
             resumed = tiers.l2.resumed_for()
             if resumed is not None and resumed < RETAKE_GRACE:
                 # The store has just come back: a live holder whose lock the outage lost re-takes
@@ -127,9 +135,8 @@ class FillProtocol:
         return value
 
     def _store_gone(self) -> bool:
-        """Whether L2 has not answered this process for ``stampede_wait`` seconds (or ever)."""
-        silent = self.tiers.l2.silent_for()
-        return silent is None or silent >= self.tiers.config.stampede_wait
+        """Whether L2 has not answered this process for ``stampede_wait`` seconds."""
+        return self.tiers.l2.silent_for() >= self.tiers.config.stampede_wait
 
     # -- the sync driver -----------------------------------------------------------------------
 

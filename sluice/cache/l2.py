@@ -37,7 +37,11 @@ class L2RedisCache:
         self.store = store
         self.breaker = breaker
         self.stats = stats
-        self._answered_at: float | None = None  # monotonic time of L2's last answer
+        # Monotonic time of L2's last answer; until its first, of this tier's creation: a process
+        # that never reached the store cannot tell a live holder's lock is there, so it waits as
+        # long as one that lost it (a worker started just before a Redis restart called the
+        # provider for requests whose holders were alive, and could not store the answers).
+        self._answered_at = time.monotonic()
         self._resumed_at: float | None = None  # ... and of its first answer after a failure
         self._failing = False
 
@@ -187,10 +191,15 @@ class L2RedisCache:
         )
         return (lock if acquired else None), acquired is not None
 
-    def silent_for(self) -> float | None:
-        """Seconds since L2 last answered this process; None if it never has."""
-        answered = self._answered_at
-        return None if answered is None else time.monotonic() - answered
+    def silent_for(self) -> float:
+        """Seconds since L2 last answered this process (or, until it first has, since this tier
+        was created)."""
+        return time.monotonic() - self._answered_at
+
+    @property
+    def failing(self) -> bool:
+        """Whether L2's last operation in this process failed for want of an answer."""
+        return self._failing
 
     def resumed_for(self) -> float | None:
         """Seconds since L2 answered again after failing; None if it never failed this process."""

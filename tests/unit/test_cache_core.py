@@ -781,14 +781,18 @@ class CacheContract:
             waiter.close()
 
     @pytest.mark.parametrize("patience", ["outlasts the outage", "shorter than the outage"])
+    @pytest.mark.parametrize("seen", ["answered before", "never answered"])
     def test_waiter_waits_through_a_store_outage_up_to_stampede_wait(
-        self, spec: CacheSpec, patience: str
+        self, spec: CacheSpec, patience: str, seen: str
     ) -> None:
+        """ "never answered": a worker started just before a Redis restart, whose first fill finds
+        the store down, cannot see the live holder's lock either; it must not call at once."""
         first = spec.build(lock_lease=0.3)
         wait = 10.0 if patience == "outlasts the outage" else 0.2
         second = spec.build(lock_lease=0.3, stampede_wait=wait, breaker_failures=1000)
         key = CacheKeyGenerator.analysis("outage", "python")
-        assert second.sync.get_analysis("answered once", "python") is None  # L2 answered
+        if seen == "answered before":
+            assert second.sync.get_analysis("answered once", "python") is None  # L2 answered
         started, outage_over = threading.Event(), threading.Event()
 
         def slow() -> str:
