@@ -55,6 +55,8 @@ class Recorded:
     usage: dict[str, int] | None = None
     #: The caller hung up (timed out, or its process was killed) before the reply was written.
     abandoned: bool = False
+    #: The processes holding the caller's end of the connection (``record_callers`` only).
+    callers: frozenset[int] = frozenset()
 
 
 class FakeOpenAI(ThreadingHTTPServer):
@@ -67,6 +69,8 @@ class FakeOpenAI(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.script: list[Reply] = []
         self.requests: list[Recorded] = []
+        #: Look up which processes sent each request (one scan of the machine's sockets each).
+        self.record_callers = False
         self.chat_content: str = json.dumps(FINDINGS)
         #: Seconds every default reply takes, like a real model's latency.
         self.latency = 0.0
@@ -158,6 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         recorded = Recorded(time.monotonic(), self.path, body)
+        if self.server.record_callers:
+            recorded.callers = _callers(self.client_address[1], self.server.server_address[1])
         self.server.requests.append(recorded)
         auth = self.headers.get("Authorization", "")
         if auth != f"Bearer {KEY}":
@@ -190,6 +196,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def _callers(client_port: int, server_port: int) -> frozenset[int]:
+    """The pids with the client end (``client_port`` -> ``server_port``) of a loopback connection."""
+    import psutil
+
+    return frozenset(
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.pid
+        and c.laddr
+        and c.raddr
+        and (c.laddr.port, c.raddr.port) == (client_port, server_port)
+    )
 
 
 def _hung_up(connection: socket.socket) -> bool:

@@ -21,9 +21,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.fake_openai import running_fake_openai
+from tests.fake_openai import Recorded, running_fake_openai
 from tests.integration.test_drills import (
     _analyze,
     _announce,
@@ -46,10 +47,9 @@ LATENCY = 2.5
 VISIBILITY = "2"
 #: The fill lock's lease: longer than the Redis restart's outage plus a renewal interval.
 LEASE = "10"
-#: How long after its answer a killed worker may still not have stored it.
-STORE_GRACE = 1.0
-#: How long before the provider read a call its (then killed) worker may have sent it.
-SEND_GRACE = 0.5
+#: How long after its answer a killed worker may still not have stored it (a CPU-starved process
+#: under ``--stress`` takes a while to parse and write it).
+STORE_GRACE = 3.0
 RECEIVED = re.compile(r"Task sluice\.(?:handlers\.analysis|run_batch)\[([0-9a-f-]+)\] received")
 
 
@@ -65,6 +65,7 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
         running_fake_openai(latency=LATENCY) as fake,
         _restartable_broker("redis", tmp_path, request) as broker,
     ):
+        fake.record_callers = True
         env = _drill_env(
             tmp_path,
             fake.url,
@@ -81,7 +82,7 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
         _migrate(env)
         tree = _tree(tmp_path / "tree", FILES)
         logs: list[Path] = []
-        kills: list[float] = []
+        killed: dict[int, float] = {}  # pid of every killed worker process -> when it was killed
         outage = (0.0, 0.0)  # when the Redis restart began and ended
         workers: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -95,8 +96,10 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
 
         def kill_one() -> str:
             victim = rng.choice(sorted(workers))
-            kills.append(time.monotonic())
+            main = psutil.Process(workers[victim].pid)
+            group = [main.pid, *(child.pid for child in main.children(recursive=True))]
             os.killpg(workers.pop(victim).pid, signal.SIGKILL)
+            killed.update(dict.fromkeys(group, time.monotonic()))
             start()
             # Ready before the next fault: a worker still starting when Redis stops gives up.
             wait_for(lambda: _ready(logs[-1]), 60, "replacement worker")
@@ -124,22 +127,26 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
 
     rows, distinct, dead = _counts(pg_schema)
     calls = [r for r in fake.requests if r.path == "/v1/chat/completions"]
-    by_request: dict[str, list[float]] = defaultdict(list)
+    by_request: dict[str, list[Recorded]] = defaultdict(list)
     for call in calls:
-        by_request[str(call.body.get("messages"))].append(call.at)
+        by_request[str(call.body.get("messages"))].append(call)
 
-    def killed_in_flight(at: float) -> bool:
-        # Its worker was SIGKILLed before it could have stored the answer: the answer is lost.
-        # An answer that arrived while Redis was down is stored once it is back. The server
-        # records a call once it has read it, so the victim may have sent it just before its kill.
-        answered = at + LATENCY
+    def died_with_its_worker(call: Recorded) -> bool:
+        # Sent by a process that was SIGKILLed before it could have stored the answer: mid-call
+        # (it never read the reply), or soon after the reply. An answer that arrived while Redis
+        # was down is stored once Redis is back.
+        kills = [killed[pid] for pid in call.callers if pid in killed]
+        if not call.callers and call.abandoned:
+            # Gone before the server could look it up: it died as the call was read.
+            return any(abs(at - call.at) <= 1.0 for at in killed.values())
+        answered = call.at + LATENCY
         if outage[0] <= answered <= outage[1]:
             answered = outage[1]
-        return any(at - SEND_GRACE <= kill <= answered + STORE_GRACE for kill in kills)
+        return any(call.abandoned or kill <= answered + STORE_GRACE for kill in kills)
 
     # Every call of a request but its last must have died with its worker.
-    repeats = [at for ats in by_request.values() for at in sorted(ats)[:-1]]
-    unexplained = [at for at in repeats if not killed_in_flight(at)]
+    repeats = [c for cs in by_request.values() for c in sorted(cs, key=lambda c: c.at)[:-1]]
+    unexplained = [c.at for c in repeats if not died_with_its_worker(c)]
     received = [m for log in logs if log.exists() for m in RECEIVED.findall(log.read_text())]
     _announce(
         capsys,
@@ -152,5 +159,16 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
     )
     assert (rows, distinct, dead) == (FILES, FILES, 0)  # lost = 0, each file written once
     assert len(by_request) == FILES
-    assert unexplained == []  # provider calls == unique requests + calls killed with their worker
+    start = min(c.at for c in calls)
+    detail = [
+        [(round(c.at - start, 2), sorted(c.callers), c.abandoned) for c in cs]
+        for cs in by_request.values()
+        if len(cs) > 1
+    ]
+    # provider calls == unique requests + calls killed with their worker
+    assert unexplained == [], (
+        f"repeated requests (s since the first call, sender pids, abandoned): {detail}; killed "
+        f"{ {pid: round(at - start, 2) for pid, at in killed.items()} }; outage "
+        f"{[round(at - start, 2) for at in outage]}"
+    )
     assert len(received) > len(set(received))  # the drill did redeliver tasks in flight
