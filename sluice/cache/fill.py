@@ -68,47 +68,56 @@ class FillProtocol:
         has); through a shorter outage it waits for the store to come back, since the lock of a
         run in flight may still be there.
         """
-        tiers, config = self.tiers, self.tiers.config
+        tiers = self.tiers
         delay = 0.005
         waited = False
         while True:
             full = tiers.generations.full_key(content_type, key.key)
             if full is None:
                 # No generations known: no key to fill under. Unreadable ones fail open at once;
-                # an unreachable store only once it has been silent for stampede_wait, since it
-                # may come back with them (and with a live holder's lock).
-                if not tiers.l2.failing or self._store_gone():
+                # unreachable ones only once the store has been silent for stampede_wait, since
+                # it may come back with them (and with a live holder's lock).
+                if tiers.generations.answered or self._store_gone():
                     return (yield from self._compute(content_type, key, ttl, model, usage_of))
-                yield delay
-                delay = min(delay * 2, 0.05)
-                continue
-            resumed = tiers.l2.resumed_for()
-            if resumed is not None and resumed < RETAKE_GRACE:
-                # The store has just come back: a live holder whose lock the outage lost re-takes
-                # it now (its renewal retries every RETRY_AFTER_OUTAGE); leave it that moment.
-                lock, answered = None, True
             else:
-                lock, answered = tiers.l2.try_lock("ai:fill:" + full, config.lock_lease)
-            if lock is not None:
-                try:
-                    found, value = tiers.lookup(content_type, key, count=False)
-                    if found:  # filled between our miss and taking the lock
-                        return value
+                lock, answered = self._try_lock(full)
+                if lock is not None:
+                    try:
+                        found, value = tiers.lookup(content_type, key, count=False)
+                        if found:  # filled between our miss and taking the lock
+                            return value
+                        return (yield from self._compute(content_type, key, ttl, model, usage_of))
+                    finally:
+                        _release(lock)
+                if not answered and self._store_gone():
+                    # The store is down and has been for too long to still hold a live holder's
+                    # lock (a restarted Redis gives it back; until then this waits): fail open.
                     return (yield from self._compute(content_type, key, ttl, model, usage_of))
-                finally:
-                    _release(lock)
-            if not answered and self._store_gone():
-                # The store is down and has been for too long to still hold a live holder's lock
-                # (a restarted Redis gives it back; until then this waits): fail open.
-                return (yield from self._compute(content_type, key, ttl, model, usage_of))
             if not waited:
                 waited = True
                 tiers.stats.incr(content_type, "stampede_waits")
             yield delay
             delay = min(delay * 2, 0.05)
+            if full is None:
+                # Re-read now, not at the next periodic refresh: another thread's answer from
+                # the store says nothing about the generations.
+                tiers.generations.refresh()
+                continue
             found, value = tiers.lookup(content_type, key, count=False)
             if found:  # the process holding the lock has stored its value
                 return value
+
+    def _try_lock(self, full: str) -> tuple[StoreLock | None, bool]:
+        """The fill lock of ``full`` as :meth:`L2RedisCache.try_lock` gives it, but never in the
+        RETAKE_GRACE after an outage: a live holder whose lock the outage lost re-takes it then
+        (its renewal retries every RETRY_AFTER_OUTAGE)."""
+        if self._just_resumed():
+            return None, True
+        lock, answered = self.tiers.l2.try_lock("ai:fill:" + full, self.tiers.config.lock_lease)
+        if lock is not None and self._just_resumed():
+            _release(lock)  # the lock call itself was the store's first answer after the outage
+            return None, True
+        return lock, answered
 
     def _compute(
         self,
@@ -133,6 +142,11 @@ class FillProtocol:
             yield pause
             pause = min(pause * 2, 0.5)
         return value
+
+    def _just_resumed(self) -> bool:
+        """Whether L2 answered again after failing less than RETAKE_GRACE ago."""
+        resumed = self.tiers.l2.resumed_for()
+        return resumed is not None and resumed < RETAKE_GRACE
 
     def _store_gone(self) -> bool:
         """Whether L2 has not answered this process for ``stampede_wait`` seconds."""

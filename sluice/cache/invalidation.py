@@ -56,6 +56,8 @@ class Generations:
         self._suffixes: dict[str, str] | None = None
         self._invalidation_seq: int | None = None
         self._read_at = float("-inf")
+        #: Whether the store answered the last read of the counters (a malformed one included).
+        self.answered = False
         self._refreshing = threading.Lock()
         self._closed = threading.Event()
 
@@ -89,7 +91,9 @@ class Generations:
 
     def _read(self) -> None:
         scopes = list(GENERATION_KEYS)
-        values = self._l2.counters([GENERATION_KEYS[s] for s in scopes] + [INVALIDATION_SEQ])
+        values, self.answered = self._l2.counters(
+            [GENERATION_KEYS[s] for s in scopes] + [INVALIDATION_SEQ]
+        )
         if values is None:
             if self._known is None:
                 log.warning(

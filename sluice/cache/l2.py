@@ -146,17 +146,19 @@ class L2RedisCache:
         keys = list(keys)
         return self._guarded(content_type, 0, lambda: self.store.delete(*keys)) if keys else 0
 
-    def counters(self, keys: list[str]) -> list[int] | None:
-        """Several counters at once; None when L2 is unavailable or one is malformed (counted)."""
+    def counters(self, keys: list[str]) -> tuple[list[int] | None, bool]:
+        """``(values, answered)``: several counters at once, or None when L2 did not answer
+        (``answered`` False: an error or the circuit open) or one is malformed (counted)."""
         try:
-            return self._guarded(
+            values = self._guarded(
                 "generation", None, lambda: [self.store.get_counter(key) for key in keys]
             )
         except (CodecError, InvalidInput) as exc:
             if self.stats:
                 self.stats.incr("generation", "corrupt")
             log.warning("ignoring a malformed AI cache counter: %s", exc)
-            return None
+            return None, True
+        return values, values is not None
 
     def repair_counters(self, keys: list[str], fresh: int) -> None:
         """Replace each malformed counter among ``keys`` by ``fresh`` (a value none has held)."""

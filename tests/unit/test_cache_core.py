@@ -439,13 +439,39 @@ def _stampede_worker(spec: CacheSpec, processes: int, threads: int, delay: float
 
 
 class _StoreDown:
-    """A store whose every call fails until ``until`` (a restart), then sets ``over``."""
+    """A store whose every call fails until ``until`` (a restart), then sets ``over``.
 
-    def __init__(self, store: Store, until: float, over: threading.Event) -> None:
+    With ``until=None`` the outage lasts until :meth:`end`; ``first_answer`` names the one store
+    method that may answer first once it is ending (say ``_lock_acquire``, so that a lock call
+    is a fill's first answer from the store that came back).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        until: float | None,
+        over: threading.Event,
+        first_answer: str | None = None,
+    ) -> None:
         self._store, self._until, self._over = store, until, over
+        self._first_answer = first_answer
+        self._ending = False
+        self.failed = 0
+
+    def end(self) -> None:
+        self._ending = True
+
+    def _down(self, name: str) -> bool:
+        if self._over.is_set():
+            return False
+        if self._until is not None:
+            return time.monotonic() < self._until
+        return not self._ending or name != (self._first_answer or name)
 
     def lock(self, name: str, lease: float = 30.0, timeout: float | None = None) -> StoreLock:
-        return StoreLock(self, self._store._key(name), lease, timeout)  # type: ignore[arg-type]
+        lock = self._store.lock(name, lease, timeout)  # the real store's key for it
+        lock.store = self  # type: ignore[assignment]
+        return lock
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._store, name)
@@ -453,7 +479,8 @@ class _StoreDown:
             return attribute
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if time.monotonic() < self._until:
+            if self._down(name):
+                self.failed += 1
                 raise BackendUnavailable("store restarting (test)")
             self._over.set()
             return attribute(*args, **kwargs)
@@ -814,6 +841,54 @@ class CacheContract:
             assert (got, calls) == ("from first", [])  # joined the live holder: no second call
         else:
             assert (got, calls) == ("own", ["2"])  # failed open after stampede_wait
+        first.close()
+        second.close()
+
+    @pytest.mark.parametrize("first_answer", ["its lock call", "another thread's call"])
+    def test_waiter_leaves_a_lock_lost_in_an_outage_to_its_holder(
+        self, spec: CacheSpec, first_answer: str
+    ) -> None:
+        """The store comes back without the live holder's lock (a Redis restart without
+        persistence). The waiter's first answer from it is its own lock call, or another thread's
+        call (a stats flush) while it has no generations: it must leave the holder RETAKE_GRACE
+        to re-take the lock rather than call the provider too."""
+        first = spec.build(lock_lease=30.0)  # renews every 10 s: no re-take within this test
+        second = spec.build(stampede_wait=10.0, breaker_failures=1000)
+        key = CacheKeyGenerator.analysis("lost lock", "python")
+        if first_answer == "its lock call":
+            assert second.sync.get_analysis("answered once", "python") is None  # generations
+        started, outage_over = threading.Event(), threading.Event()
+
+        def slow() -> str:
+            started.set()
+            assert outage_over.wait(20)
+            time.sleep(0.2)
+            return "from first"
+
+        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, slow))
+        leader.start()
+        assert started.wait(10)
+        full = first.full_key(ANALYSIS, key.key)
+        assert full is not None
+        calls: list[str] = []
+        got: list[str] = []
+        lock_first = "_lock_acquire" if first_answer == "its lock call" else None
+        outage = _StoreDown(second.store, None, outage_over, first_answer=lock_first)
+        with mock.patch.object(second.l2, "store", outage):
+            waiter = threading.Thread(
+                target=lambda: got.append(
+                    second.sync.get_or_compute(ANALYSIS, key, lambda: calls.append("2") or "own")
+                )
+            )
+            waiter.start()
+            assert _poll(lambda: outage.failed >= 3, 10)  # the waiter is waiting out the outage
+            assert first.store.delete("lock:ai:fill:" + full) == 1  # the restart lost the lock
+            outage.end()
+            if lock_first is None:
+                second.l2.add_stats({"analysis:l2_hits": 0})  # another thread's first answer
+            waiter.join(20)
+        leader.join()
+        assert (got, calls) == (["from first"], [])
         first.close()
         second.close()
 
