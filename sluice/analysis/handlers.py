@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import insert
 
 from sluice.ai import get_provider
-from sluice.analysis.service import analyze_sources
+from sluice.analysis.service import analyze_sources, delete_file_rows
 from sluice.cache import EMBEDDING, get_ai_cache
 from sluice.db import AuditLog, FileEmbedding, session_scope
 from sluice.settings import get_settings
@@ -86,25 +86,22 @@ class EmbeddingHandler(TaskHandler):
                 [texts[i] for i in missing], fresh.vectors, model, provider=identity
             )
             cache.stats.incr(EMBEDDING, "provider_calls")
-        stored = [p for p in payloads if p.get("session_id")]
+        stored = [(i, p) for i, p in enumerate(payloads) if p.get("session_id")]
         if stored:
             with session_scope() as db:
-                for payload in stored:
-                    db.execute(
-                        delete(FileEmbedding).where(
-                            FileEmbedding.session_id == payload["session_id"],
-                            FileEmbedding.path == payload["path"],
-                        )
-                    )
-                db.add_all(
-                    FileEmbedding(
-                        session_id=p["session_id"],
-                        path=p["path"],
-                        model=model or "local",
-                        vector=vectors[i],
-                    )
-                    for i, p in enumerate(payloads)
-                    if p.get("session_id")
+                pairs = [(p["session_id"], p["path"]) for _, p in stored]
+                delete_file_rows(db, FileEmbedding, FileEmbedding.path, pairs)
+                db.execute(
+                    insert(FileEmbedding),
+                    [
+                        {
+                            "session_id": p["session_id"],
+                            "path": p["path"],
+                            "model": model or "local",
+                            "vector": vectors[i],
+                        }
+                        for i, p in stored
+                    ],
                 )
         return [
             {"dimensions": len(v or []), "cached": i not in missing} for i, v in enumerate(vectors)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
 
 from sluice.ai import AIProvider, AnalysisResult, get_provider
 from sluice.cache import ANALYSIS, CacheKeyGenerator, get_ai_cache
-from sluice.db import AnalysisSession, AnalyzedFile, CodeReviewResult, session_scope
+from sluice.db import (
+    AnalysisSession,
+    AnalyzedFile,
+    CodeReviewResult,
+    FileEmbedding,
+    session_scope,
+)
 from sluice.errors import CodecError, InvalidInput
 from sluice.settings import get_settings
 
@@ -138,21 +146,9 @@ def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any)
 def _store(reviewed: list[_Reviewed]) -> None:
     """Replace the rows of every reviewed file in one transaction (bulk deletes and inserts)."""
     with session_scope() as db:
-        by_session: dict[int, list[str]] = {}
-        for done in reviewed:
-            by_session.setdefault(done.session_id, []).append(done.path)
-        for session_id, paths in by_session.items():
-            db.execute(
-                delete(CodeReviewResult).where(
-                    CodeReviewResult.session_id == session_id,
-                    CodeReviewResult.file_path.in_(paths),
-                )
-            )
-            db.execute(
-                delete(AnalyzedFile).where(
-                    AnalyzedFile.session_id == session_id, AnalyzedFile.path.in_(paths)
-                )
-            )
+        pairs = [(done.session_id, done.path) for done in reviewed]
+        delete_file_rows(db, CodeReviewResult, CodeReviewResult.file_path, pairs)
+        delete_file_rows(db, AnalyzedFile, AnalyzedFile.path, pairs)
         db.execute(
             insert(AnalyzedFile),
             [
@@ -182,6 +178,21 @@ def _store(reviewed: list[_Reviewed]) -> None:
         ]
         if findings:
             db.execute(insert(CodeReviewResult), findings)
+
+
+def delete_file_rows(
+    db: Session,
+    model: type[AnalyzedFile | CodeReviewResult | FileEmbedding],
+    path_column: Any,
+    pairs: Iterable[tuple[int, str]],
+) -> None:
+    """Delete ``model``'s rows of each ``(session_id, path)``: one statement per session, so a
+    redelivered chunk's rewrite costs a round trip, not one per file."""
+    by_session: dict[int, list[str]] = {}
+    for session_id, path in pairs:
+        by_session.setdefault(session_id, []).append(path)
+    for session_id, paths in by_session.items():
+        db.execute(delete(model).where(model.session_id == session_id, path_column.in_(paths)))
 
 
 def prune_sessions(older_than_days: float | None = None) -> int:

@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sluice.db import AnalysisSession, AnalyzedFile, CodeReviewResult, session_scope
+from sluice.db import (
+    AnalysisSession,
+    AnalyzedFile,
+    CodeReviewResult,
+    FileEmbedding,
+    session_scope,
+)
 from sluice.errors import TaskFailed
 from sluice.workers import ChunkedBatch, DeadLetterQueue, submit_chunks, submit_task
 from sluice.workers.results import value_of, wait_ready
@@ -153,3 +159,32 @@ def test_a_chunk_delivered_twice_rewrites_its_rows(worker: WorkerProcess) -> Non
 
     assert _files(twice) == Counter(p["path"] for p in payloads)
     assert [row[1:] for row in _rows(twice)] == [row[1:] for row in _rows(once)]
+
+
+def _embeddings(session_id: int) -> Counter[str]:
+    with session_scope() as db:
+        rows = db.scalars(select(FileEmbedding).where(FileEmbedding.session_id == session_id))
+        return Counter(f"{row.path}:{len(row.vector)}" for row in rows)
+
+
+def test_an_embedding_chunk_delivered_twice_rewrites_only_its_files_rows(
+    worker: WorkerProcess,
+) -> None:
+    """One chunk holds files of two sessions; delivered twice, each file keeps one row, and the
+    same paths stored for a third session are untouched."""
+    first, second, other = _session(), _session(), _session()
+    items = [
+        {"session_id": session_id, "path": p["path"], "text": p["content"]}
+        for session_id in (first, second)
+        for p in _payloads(session_id)
+    ]
+    _drain(submit_chunks("embedding", [{**i, "session_id": other} for i in items[:2]]))
+    before = _embeddings(other)
+    for _ in range(2):
+        values = _drain(submit_chunks("embedding", items))
+        assert all(isinstance(v, dict) and v["dimensions"] > 0 for v in values.values()), values
+
+    expected = Counter(f"{p['path']}:{values[0]['dimensions']}" for p in _payloads(first))
+    assert _embeddings(first) == expected
+    assert _embeddings(second) == expected
+    assert _embeddings(other) == before and sum(before.values()) == 2
