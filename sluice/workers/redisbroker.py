@@ -16,6 +16,12 @@ a restore after the visibility timeout) are found by the next take, at most ``br
 (1 s) later. Reliable fetchers elsewhere make the same trade (Sidekiq Pro's ``super_fetch`` polls,
 as an atomic move cannot wait on several lists).
 
+An entry on a queue's list that kombu could not deliver, restore or reject (anything but a kombu
+envelope: anyone with write access to Redis can push one, and a stock worker stops on it with
+"Unrecoverable error") is taken the same way, as a message whose body is the entry's raw bytes under
+a content type no worker accepts, so that the worker's consumer dead-letters it raw
+(:mod:`sluice.workers.poison`).
+
 ``celeryconfig`` makes this the transport of ``redis://`` and ``rediss://`` URLs in the processes that
 load it (kombu's alias table): the URL, and so every tool reading it (Flower, ``celery inspect``,
 celery-exporter), stays as it is, and the queues keep kombu's layout.
@@ -24,34 +30,96 @@ celery-exporter), stays as it is, and the queues keep kombu's layout.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-#: KEYS: the unacked hash, the unacked index, then the lists to take from in order. ARGV: the time.
-#: Returns {list, message, delivery tag}; the tag is false when the message could not be read here
-#: (it is then delivered, and registered, the way kombu does it).
-TAKE = """
+#: Lua shared by the scripts: whether a decoded entry is a message kombu can deliver, restore and
+#: reject, and the message an entry that is not one becomes (its raw bytes, base64, as the body of a
+#: content type no worker accepts, so the worker dead-letters it raw instead of dying on it).
+ENVELOPE = """
+local function text(v) return v == nil or type(v) == 'string' end
+local function usable(m)
+  if type(m) ~= 'table' or type(m.headers) ~= 'table' then return false end
+  local p = m.properties
+  if type(p) ~= 'table' or type(p.delivery_tag) ~= 'string' then return false end
+  local info, body, enc = p.delivery_info, m.body, p.body_encoding
+  if type(info) ~= 'table' or not text(info.exchange) or not text(info.routing_key) then
+    return false
+  end
+  if not text(body) or not text(m['content-type']) or not text(m['content-encoding']) then
+    return false
+  end
+  if enc == 'base64' then
+    return body == nil or (#body % 4 == 0 and not body:find('[^%w%+/=]'))
+  end
+  return enc == nil or enc == 'utf-8'
+end
+local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+local function base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = string.byte(s, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local d = {math.floor(n / 262144), math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64}
+    out[#out + 1] = B64:sub(d[1] + 1, d[1] + 1) .. B64:sub(d[2] + 1, d[2] + 1)
+      .. (b and B64:sub(d[3] + 1, d[3] + 1) or '=') .. (c and B64:sub(d[4] + 1, d[4] + 1) or '=')
+  end
+  return table.concat(out)
+end
+local function unreadable(item, tag, queue)
+  return cjson.encode({
+    body = base64(item), ['content-type'] = 'application/x-unreadable-entry',
+    ['content-encoding'] = 'binary', headers = {},
+    properties = {body_encoding = 'base64', delivery_tag = tag, priority = 0,
+                  delivery_info = {exchange = '', routing_key = queue}}})
+end
+local function register(unacked, index, now, tag, item, exchange, routing_key)
+  redis.call('ZADD', index, now, tag)
+  redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(exchange or '') .. ','
+    .. cjson.encode(routing_key or '') .. ']')
+end
+"""
+
+#: KEYS: the unacked hash, the unacked index, then the lists to take from in order. ARGV: the time,
+#: a delivery tag for an entry that is no message, then the queue of each list. Returns {queue,
+#: message, delivery tag}, the message recorded as unacknowledged under that tag.
+TAKE = (
+    ENVELOPE
+    + """
 for i = 3, #KEYS do
   local item = redis.call('RPOP', KEYS[i])
   if item then
-    local ok, message = pcall(cjson.decode, item)
-    local props = ok and type(message) == 'table' and message.properties
-    local tag = type(props) == 'table' and props.delivery_tag
-    local info = type(props) == 'table' and props.delivery_info
-    if type(tag) == 'string' and type(info) == 'table' then
-      redis.call('ZADD', KEYS[2], ARGV[1], tag)
-      redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info.exchange or '')
-        .. ',' .. cjson.encode(info.routing_key or '') .. ']')
-      return {KEYS[i], item, tag}
+    local ok, m = pcall(cjson.decode, item)
+    if ok and usable(m) then
+      local info = m.properties.delivery_info
+      register(KEYS[1], KEYS[2], ARGV[1], m.properties.delivery_tag, item, info.exchange,
+        info.routing_key)
+      return {ARGV[i], item, m.properties.delivery_tag}
     end
-    return {KEYS[i], item, false}
+    item = unreadable(item, ARGV[2], ARGV[i])
+    register(KEYS[1], KEYS[2], ARGV[1], ARGV[2], item, '', ARGV[i])
+    return {ARGV[i], item, ARGV[2]}
   end
 end
 return false
 """
+)
+
+#: KEYS: the unacked hash. ARGV: a delivery tag, its queue and the entry taken under it that this
+#: process could not read after all (nested deeper than Python's decoder goes): recorded again, and
+#: returned, as an unreadable entry.
+REWRAP = (
+    ENVELOPE
+    + """
+local item = unreadable(ARGV[3], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], '[' .. item .. ',"",' .. cjson.encode(ARGV[2]) .. ']')
+return item
+"""
+)
 
 #: KEYS: a bell list. ARGV: how many tokens it keeps (a consumer needs one to wake).
 RING = """
@@ -66,18 +134,12 @@ BELL_TOKENS = 64
 
 class QoS(redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
-        if delivery_tag == self.channel.registered_tag:
-            # The take script has recorded it as unacknowledged already.
-            self.channel.registered_tag = None
-            virtual.QoS.append(self, message, delivery_tag)
-        else:
-            super().append(message, delivery_tag)
+        # The take script has recorded it as unacknowledged already.
+        virtual.QoS.append(self, message, delivery_tag)
 
 
 class Channel(redis.Channel):
     QoS = QoS
-    #: The delivery tag of the message being handed over that the take script recorded.
-    registered_tag: str | None = None
     #: The last take found every list empty: wait on the bells before taking again.
     _idle = False
     # kombu's own state of the command in flight, typed for what is stored in it.
@@ -91,9 +153,12 @@ class Channel(redis.Channel):
     def _bell(self, queue: str) -> str:
         return self._key(f"_sluice.bell.{queue}")
 
-    def _take_command(self, lists: list[str]) -> tuple[Any, ...]:
-        keys = [self._key(self.unacked_key), self._key(self.unacked_index_key), *lists]
-        return ("EVAL", TAKE, len(keys), *keys, time.time())
+    def _take_command(self, queues: list[tuple[str, str]]) -> tuple[Any, ...]:
+        """The take script's call for ``(queue, list)`` pairs, in the order to take from."""
+        keys = [self._key(self.unacked_key), self._key(self.unacked_index_key)]
+        keys += [self._key(name) for _, name in queues]
+        names = [queue for queue, _ in queues]
+        return ("EVAL", TAKE, len(keys), *keys, time.time(), uuid.uuid4().hex, *names)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -103,10 +168,8 @@ class Channel(redis.Channel):
             wait = timeout or self.brpop_timeout or 1
             command: tuple[Any, ...] = ("BRPOP", *(self._bell(q) for q in queues), wait)
         else:
-            lists = [
-                self._key(self._q_for_pri(q, pri)) for pri in self.priority_steps for q in queues
-            ]
-            command = self._take_command(lists)
+            pairs = [(q, self._q_for_pri(q, pri)) for pri in self.priority_steps for q in queues]
+            command = self._take_command(pairs)
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         self.client.connection.send_command(*command)
@@ -135,33 +198,56 @@ class Channel(redis.Channel):
 
     def _hand_over(self, reply: list[Any]) -> str:
         """Deliver a taken message to its consumer; returns its queue."""
-        key, item, tag = reply
-        dest = bytes_to_str(key)[len(self.global_keyprefix) :].rsplit(self.sep, 1)[0]
-        self.registered_tag = bytes_to_str(tag) if tag else None
-        self.connection._deliver(loads(bytes_to_str(item)), dest)
-        return dest
+        queue, payload = self._taken(reply)
+        self.connection._deliver(payload, queue)
+        return queue
+
+    def _taken(self, reply: list[Any]) -> tuple[str, Any]:
+        """The take script's queue and message (already recorded as unacknowledged)."""
+        queue, item, tag = (bytes_to_str(part) for part in reply)
+        try:
+            return queue, loads(item)
+        except (ValueError, RecursionError):
+            # Lua's decoder read it, Python's cannot (nested deeper than it goes): hand it over
+            # as an unreadable entry, so that the worker dead-letters it instead of dying.
+            with self.conn_or_acquire() as client:
+                wrapped = client.execute_command(
+                    "EVAL", REWRAP, 1, self._key(self.unacked_key), tag, queue, reply[1]
+                )
+            return queue, loads(bytes_to_str(wrapped))
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
-        lists = [self._key(self._q_for_pri(queue, pri)) for pri in self.priority_steps]
+        pairs = [(queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps]
         with self.conn_or_acquire() as client:
-            reply = client.execute_command(*self._take_command(lists))
+            reply = client.execute_command(*self._take_command(pairs))
             self._maybe_update_queues_expire(client, queue)
         if not reply:
             raise virtual.Empty()
-        _, item, tag = reply
-        # basic_get wraps the payload and appends it to the QoS next.
-        self.registered_tag = bytes_to_str(tag) if tag else None
-        return loads(bytes_to_str(item))
+        return self._taken(reply)[1]
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        batch = kwargs.get("_publish_batch")
-        super()._put(queue, message, **kwargs)
         ring = ("EVAL", RING, 1, self._bell(queue), BELL_TOKENS)
+        batch = kwargs.pop("_publish_batch", None)
         if batch is not None:
+            super()._put(queue, message, _publish_batch=batch, **kwargs)
             batch.add("execute_command", *ring)
-        else:
-            with self.conn_or_acquire() as client:
-                client.execute_command(*ring)
+            return
+        # The message and its bell in one round trip, through kombu's own batch path (its keys,
+        # priority lists and queue expiry).
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            super()._put(queue, message, _publish_batch=_PipelineBatch(pipe), **kwargs)
+            pipe.execute_command(*ring)
+            pipe.execute()
+
+
+class _PipelineBatch:
+    """kombu's publish-batch interface (``add``) over a redis-py pipeline."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    def add(self, name: str, *args: Any) -> None:
+        getattr(self.pipe, name)(*args)
 
 
 class Transport(redis.Transport):

@@ -192,3 +192,45 @@ def test_dead_letter_insert_never_fails_on_postgresql(pg_schema: str) -> None:
         assert "value" in stored["payload"] and stored["history"][0]["attempt"] == 1
         json.dumps(stored["payload"], allow_nan=False)  # what was stored is strict JSON
     assert queue.get(entry)["payload"]["value"] == [[[[[[]]]]]]
+
+
+def test_entries_that_are_no_message_are_dead_lettered_raw_and_the_worker_keeps_serving(
+    tmp_path: Path, env: dict[str, str], redis_broker_url: str, pg_schema: str
+) -> None:
+    """Raw entries pushed onto a queue's list (not kombu envelopes at all) reach no handler, but
+    neither stop the worker nor vanish: each is dead-lettered with its raw text."""
+    import redis
+
+    junk = [
+        b"garbage",
+        b"\xff\xfe not utf-8",
+        b'{"body": "no properties"}',
+        b"[1, 2]",
+        b'{"properties": {"delivery_tag": "t1"}, "body": "e30="}',
+        b'{"properties": {"delivery_tag": 7, "delivery_info": {}}, "body": ""}',
+    ]
+    first_id = _publish(redis_broker_url, _body('{"id": "first", "label": "first"}'))
+    client = redis.Redis.from_url(redis_broker_url)
+    for entry in junk:
+        client.lpush("normal", entry)
+    after_id = _publish(redis_broker_url, _body('{"id": "after", "label": "after"}'))
+    worker = WorkerProcess(env, tmp_path / "worker.log", queues="normal", concurrency=1)
+    app = Celery(broker=redis_broker_url, backend=redis_broker_url, set_as_current=False)
+    try:
+        worker.wait_ready()
+        assert app.AsyncResult(first_id).get(timeout=90) == {"id": "first", "label": "first"}
+        assert app.AsyncResult(after_id).get(timeout=90) == {"id": "after", "label": "after"}
+        entries = wait_for(
+            lambda: len(found := DeadLetterQueue(pg_schema).list(limit=100)) >= len(junk) and found,
+            timeout=60,
+            what="every raw entry in the dead-letter table",
+        )
+        assert worker.process.poll() is None, "the worker died"
+    finally:
+        app.close()
+        worker.stop()
+        client.close()
+    raw = sorted(entry["payload"]["raw_body"] for entry in entries)
+    expected = sorted(storable_text(e.decode("utf-8", "backslashreplace")) for e in junk)
+    assert raw == expected
+    assert all(entry["error"].startswith(UNUSABLE) for entry in entries)

@@ -7,6 +7,7 @@ kill a real consumer process at exactly that point, on every way a message is ta
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
 
 from sluice.workers import redisbroker
@@ -197,3 +200,87 @@ def test_bells_keep_a_bounded_number_of_tokens(redis_broker_url: str, client: re
         len(_receive(redis_broker_url, redisbroker.BELL_TOKENS + 10))
         == redisbroker.BELL_TOKENS + 10
     )
+
+
+def _valid_envelope(url: str, client: redis.Redis) -> dict[str, Any]:
+    """A message as kombu lays it on the list, taken back off it."""
+    _publish(url, {"file": "ok.py"})
+    raw = client.rpop(QUEUE)
+    assert raw is not None
+    return dict(json.loads(raw))
+
+
+#: Each turns a well-formed envelope into one kombu could not deliver, restore or reject.
+BROKEN_ENVELOPES: dict[str, Any] = {
+    "tag not a string": lambda m: m["properties"].update(delivery_tag=7),
+    "no delivery_info": lambda m: m["properties"].pop("delivery_info"),
+    "routing key not a string": lambda m: m["properties"]["delivery_info"].update(routing_key={}),
+    "no headers": lambda m: m.pop("headers"),
+    "headers a string": lambda m: m.update(headers="x"),
+    "body a number": lambda m: m.update(body=5),
+    "unknown body encoding": lambda m: m["properties"].update(body_encoding="rot13"),
+    "body not base64": lambda m: m.update(body="not base64!"),
+    "content type a list": lambda m: m.update({"content-type": ["json"]}),
+    "properties a list": lambda m: m.update(properties=[]),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    entry=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+            max_leaves=10,
+        ).map(lambda value: json.dumps(value).encode()),
+        st.sampled_from(sorted(BROKEN_ENVELOPES)),
+    ),
+    prefix=st.sampled_from(["", "tenant-a:"]),
+)
+def test_an_entry_that_is_no_message_is_handed_over_as_an_unreadable_one_and_kept(
+    redis_broker_url: str, client: redis.Redis, entry: bytes | str, prefix: str
+) -> None:
+    """Whatever sits on a queue's list, a take hands it over as a message (the raw bytes under a
+    content type no worker accepts: a Celery worker dead-letters it) recorded as unacknowledged
+    like any other, so that a consumer that dies holding it has it restored."""
+    client.flushdb()
+    options = {"global_keyprefix": prefix} if prefix else {}
+    if isinstance(entry, str):
+        envelope = _valid_envelope(redis_broker_url, client)
+        BROKEN_ENVELOPES[entry](envelope)
+        entry = json.dumps(envelope).encode()
+    _publish(redis_broker_url, {"file": "declare"}, **options)  # declares the queue and exchange
+    client.delete(f"{prefix}{QUEUE}")
+    client.lpush(f"{prefix}{QUEUE}", entry)
+    with Connection(
+        redis_broker_url,
+        transport=redisbroker.Transport,
+        transport_options={**options, "visibility_timeout": 0},
+    ) as connection:
+        channel = connection.default_channel
+        for _ in range(2):  # taken, restored unacknowledged, taken again
+            message = _queue()(channel).get(no_ack=False)
+            assert message is not None
+            assert message.content_type == "application/x-unreadable-entry"
+            assert message.body == entry
+            assert client.hlen(f"{prefix}unacked") == 1 and _left(client, prefix) == 1
+            channel.qos.restore_visible(num=10)
+            channel.qos._delivered.clear()  # this process "died" holding it
+        assert _left(client, prefix) == 1
+
+
+@pytest.mark.parametrize("depth", [990, 1200], ids=["python too shallow", "lua too shallow"])
+def test_an_entry_nested_deeper_than_a_decoder_goes_is_handed_over_as_unreadable(
+    redis_broker_url: str, client: redis.Redis, depth: int
+) -> None:
+    envelope = _valid_envelope(redis_broker_url, client)
+    text = json.dumps(envelope)
+    entry = (text[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}").encode()
+    client.lpush(QUEUE, entry)
+    with Connection(redis_broker_url, transport=redisbroker.Transport) as connection:
+        message = _queue()(connection.default_channel).get(no_ack=False)
+        assert message is not None and message.body == entry
+        assert message.content_type == "application/x-unreadable-entry"
+        message.ack()
+    assert _left(client) == 0
