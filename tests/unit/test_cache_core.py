@@ -889,6 +889,7 @@ class CacheContract:
             waiter.join(20)
         leader.join()
         assert (got, calls) == (["from first"], [])
+        assert second.get_stats()["by_type"]["analysis"]["stampede_waits"] == 1  # one wait, counted
         first.close()
         second.close()
 
