@@ -31,6 +31,7 @@ from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
 from sluice.processes import owner_alive, process_identity
+from sluice.workers.entries import deliverable, unreadable_entry
 
 #: The URL scheme celeryconfig uses for the embedded broker.
 SCHEME = "sluicefs"
@@ -127,11 +128,18 @@ class Channel(filesystem.Channel):
                 continue  # another consumer claimed it
             try:
                 with open(claimed, "rb") as handle:
-                    payload = loads(bytes_to_str(handle.read()))
-            except (OSError, ValueError) as exc:
+                    raw = handle.read()
+            except OSError as exc:
                 raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
-            tag = (payload.get("properties") or {}).get("delivery_tag")
-            if tag is None or queue in self._no_ack_queues:
+            try:
+                payload = loads(bytes_to_str(raw))
+            except (ValueError, RecursionError):
+                payload = None
+            if not deliverable(payload):
+                # A file that is no message: the worker dead-letters it raw instead of dying.
+                payload = unreadable_entry(raw, uuid.uuid4().hex, queue)
+            tag = payload["properties"]["delivery_tag"]
+            if queue in self._no_ack_queues:
                 os.remove(claimed)  # nothing will ever acknowledge it
             else:
                 self._claims[tag] = claimed

@@ -35,19 +35,23 @@ from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, redis, virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
+
+from sluice.workers.entries import UNREADABLE_ENTRY, deliverable, unreadable_entry
 
 #: Lua shared by the scripts: whether a decoded entry is a message kombu can deliver, restore and
 #: reject, and the message an entry that is not one becomes (its raw bytes, base64, as the body of a
 #: content type no worker accepts, so the worker dead-letters it raw instead of dying on it).
-ENVELOPE = """
+ENVELOPE = (
+    """
 local function text(v) return v == nil or type(v) == 'string' end
 local function usable(m)
-  if type(m) ~= 'table' or type(m.headers) ~= 'table' then return false end
+  if type(m) ~= 'table' or type(m.headers) ~= 'table' or m.headers[1] ~= nil then return false end
   local p = m.properties
   if type(p) ~= 'table' or type(p.delivery_tag) ~= 'string' then return false end
   local info, body, enc = p.delivery_info, m.body, p.body_encoding
-  if type(info) ~= 'table' or not text(info.exchange) or not text(info.routing_key) then
+  if type(info) ~= 'table' or type(info.exchange) ~= 'string'
+      or type(info.routing_key) ~= 'string' then
     return false
   end
   if not text(body) or not text(m['content-type']) or not text(m['content-encoding']) then
@@ -72,7 +76,9 @@ local function base64(s)
 end
 local function unreadable(item, tag, queue)
   return cjson.encode({
-    body = base64(item), ['content-type'] = 'application/x-unreadable-entry',
+    body = base64(item), ['content-type'] = '"""
+    + UNREADABLE_ENTRY
+    + """',
     ['content-encoding'] = 'binary', headers = {},
     properties = {body_encoding = 'base64', delivery_tag = tag, priority = 0,
                   delivery_info = {exchange = '', routing_key = queue}}})
@@ -83,6 +89,7 @@ local function register(unacked, index, now, tag, item, exchange, routing_key)
     .. cjson.encode(routing_key or '') .. ']')
 end
 """
+)
 
 #: KEYS: the unacked hash, the unacked index, then the lists to take from in order. ARGV: the time,
 #: a delivery tag for an entry that is no message, then the queue of each list. Returns {queue,
@@ -106,18 +113,6 @@ for i = 3, #KEYS do
   end
 end
 return false
-"""
-)
-
-#: KEYS: the unacked hash. ARGV: a delivery tag, its queue and the entry taken under it that this
-#: process could not read after all (nested deeper than Python's decoder goes): recorded again, and
-#: returned, as an unreadable entry.
-REWRAP = (
-    ENVELOPE
-    + """
-local item = unreadable(ARGV[3], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], '[' .. item .. ',"",' .. cjson.encode(ARGV[2]) .. ']')
-return item
 """
 )
 
@@ -206,15 +201,17 @@ class Channel(redis.Channel):
         """The take script's queue and message (already recorded as unacknowledged)."""
         queue, item, tag = (bytes_to_str(part) for part in reply)
         try:
-            return queue, loads(item)
+            payload = loads(item)
         except (ValueError, RecursionError):
-            # Lua's decoder read it, Python's cannot (nested deeper than it goes): hand it over
-            # as an unreadable entry, so that the worker dead-letters it instead of dying.
-            with self.conn_or_acquire() as client:
-                wrapped = client.execute_command(
-                    "EVAL", REWRAP, 1, self._key(self.unacked_key), tag, queue, reply[1]
-                )
-            return queue, loads(bytes_to_str(wrapped))
+            payload = None  # nested deeper than Python's decoder goes (Lua's read it)
+        if deliverable(payload):
+            return queue, payload
+        # Recorded as is, but no message after all: as an unreadable entry, the worker
+        # dead-letters it instead of dying on it.
+        wrapped = unreadable_entry(reply[1], tag, queue)
+        with self.conn_or_acquire() as client:
+            client.hset(self.unacked_key, tag, dumps([wrapped, "", queue]))
+        return queue, wrapped
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         pairs = [(queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps]

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
 
 from sluice.workers import redisbroker
+from tests.broker_entries import ENTRIES, broken, nested
 from tests.conftest import ROOT, service_env
 
 pytestmark = pytest.mark.integration
@@ -210,32 +211,9 @@ def _valid_envelope(url: str, client: redis.Redis) -> dict[str, Any]:
     return dict(json.loads(raw))
 
 
-#: Each turns a well-formed envelope into one kombu could not deliver, restore or reject.
-BROKEN_ENVELOPES: dict[str, Any] = {
-    "tag not a string": lambda m: m["properties"].update(delivery_tag=7),
-    "no delivery_info": lambda m: m["properties"].pop("delivery_info"),
-    "routing key not a string": lambda m: m["properties"]["delivery_info"].update(routing_key={}),
-    "no headers": lambda m: m.pop("headers"),
-    "headers a string": lambda m: m.update(headers="x"),
-    "body a number": lambda m: m.update(body=5),
-    "unknown body encoding": lambda m: m["properties"].update(body_encoding="rot13"),
-    "body not base64": lambda m: m.update(body="not base64!"),
-    "content type a list": lambda m: m.update({"content-type": ["json"]}),
-    "properties a list": lambda m: m.update(properties=[]),
-}
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    entry=st.one_of(
-        st.binary(max_size=300),
-        st.recursive(
-            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-            max_leaves=10,
-        ).map(lambda value: json.dumps(value).encode()),
-        st.sampled_from(sorted(BROKEN_ENVELOPES)),
-    ),
+    entry=ENTRIES,
     prefix=st.sampled_from(["", "tenant-a:"]),
 )
 def test_an_entry_that_is_no_message_is_handed_over_as_an_unreadable_one_and_kept(
@@ -247,9 +225,7 @@ def test_an_entry_that_is_no_message_is_handed_over_as_an_unreadable_one_and_kep
     client.flushdb()
     options = {"global_keyprefix": prefix} if prefix else {}
     if isinstance(entry, str):
-        envelope = _valid_envelope(redis_broker_url, client)
-        BROKEN_ENVELOPES[entry](envelope)
-        entry = json.dumps(envelope).encode()
+        entry = broken(_valid_envelope(redis_broker_url, client), entry)
     _publish(redis_broker_url, {"file": "declare"}, **options)  # declares the queue and exchange
     client.delete(f"{prefix}{QUEUE}")
     client.lpush(f"{prefix}{QUEUE}", entry)
@@ -274,9 +250,7 @@ def test_an_entry_that_is_no_message_is_handed_over_as_an_unreadable_one_and_kep
 def test_an_entry_nested_deeper_than_a_decoder_goes_is_handed_over_as_unreadable(
     redis_broker_url: str, client: redis.Redis, depth: int
 ) -> None:
-    envelope = _valid_envelope(redis_broker_url, client)
-    text = json.dumps(envelope)
-    entry = (text[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}").encode()
+    entry = nested(_valid_envelope(redis_broker_url, client), depth)
     client.lpush(QUEUE, entry)
     with Connection(redis_broker_url, transport=redisbroker.Transport) as connection:
         message = _queue()(connection.default_channel).get(no_ack=False)

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import builtins
+import json
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from kombu import Connection
 
 from sluice.workers import fsbroker
+from sluice.workers.entries import UNREADABLE_ENTRY, deliverable
+from tests.broker_entries import BROKEN_ENVELOPES, ENTRIES, broken, nested
+
+#: A message as kombu's virtual channel lays it down.
+ENVELOPE = {
+    "body": "aGVsbG8=",
+    "content-type": "text/plain",
+    "content-encoding": "utf-8",
+    "headers": {},
+    "properties": {
+        "body_encoding": "base64",
+        "delivery_tag": "tag-1",
+        "delivery_info": {"exchange": "", "routing_key": "jobs"},
+    },
+}
 
 
 def _channel(folder: Path) -> Any:
+    folder.mkdir(parents=True, exist_ok=True)
     options = {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
@@ -59,12 +77,13 @@ def test_a_message_is_invisible_until_it_is_complete(
         )
 
     monkeypatch.setattr(builtins, "open", spying_open)
-    channel._put("jobs", {"body": "hello"})
+    channel._put("jobs", ENVELOPE)
     monkeypatch.undo()
     assert polled == ["empty"]  # kombu's own transport fails here: the poll reads an empty file
-    assert channel._get("jobs") == {"body": "hello"}
+    assert channel._get("jobs") == ENVELOPE
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert leftovers == []  # consumed, no partial file left behind
+    # Claimed until acknowledged, and no partial file left behind.
+    assert [p.parent.name for p in leftovers] == [fsbroker.INFLIGHT]
     connection.close()
 
 
@@ -124,3 +143,62 @@ def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
     redelivered = channel.basic_get("jobs")
     assert redelivered is not None and redelivered.body == b"work"
     connection.close()
+
+
+def _envelope(tmp_path: Path) -> dict[str, Any]:
+    """A message as the embedded broker stores it, read back from its file."""
+    folder = tmp_path / "template"
+    connection, channel = _channel(folder)
+    _publish(channel, "jobs", "work")
+    connection.close()
+    (path,) = folder.glob("*.msg")
+    envelope: dict[str, Any] = json.loads(path.read_bytes())
+    return envelope
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entry=ENTRIES)
+def test_a_file_that_is_no_message_is_handed_over_as_an_unreadable_one_and_kept(
+    tmp_path_factory: pytest.TempPathFactory, entry: bytes | str
+) -> None:
+    """Whatever file sits in a queue's place, a take hands it over as a message (its raw bytes
+    under a content type no worker accepts: a Celery worker dead-letters it), claimed until
+    acknowledged and put back if its taker dies (a stock worker stopped on "Cannot read file")."""
+    tmp_path = tmp_path_factory.mktemp("entries")
+    if isinstance(entry, str):
+        entry = broken(_envelope(tmp_path), entry)
+    folder = tmp_path / "broker"
+    connection, channel = _channel(folder)
+    (folder / "0001_junk.jobs.msg").write_bytes(entry)
+    message = channel.basic_get("jobs")
+    assert message is not None
+    assert message.content_type == UNREADABLE_ENTRY and message.body == entry
+    assert fsbroker.outstanding(folder) == 1 and channel.basic_get("jobs") is None  # claimed
+    message.reject(requeue=True)
+    again = channel.basic_get("jobs")
+    assert again is not None and again.body == entry
+    again.ack()
+    assert fsbroker.outstanding(folder) == 0
+    connection.close()
+
+
+@pytest.mark.parametrize("depth", [990, 1200])
+def test_a_file_nested_deeper_than_the_decoder_goes_is_handed_over_as_unreadable(
+    tmp_path: Path, depth: int
+) -> None:
+    entry = nested(_envelope(tmp_path), depth)
+    folder = tmp_path / "broker"
+    connection, channel = _channel(folder)
+    (folder / "0001_deep.jobs.msg").write_bytes(entry)
+    message = channel.basic_get("jobs")
+    assert message is not None and message.body == entry
+    assert message.content_type == UNREADABLE_ENTRY
+    message.ack()
+    connection.close()
+
+
+def test_a_message_is_deliverable_as_the_take_script_judges_it() -> None:
+    """The Python rules agree with every well-formed envelope the transports write."""
+    assert deliverable(ENVELOPE)
+    for how in BROKEN_ENVELOPES:
+        assert not deliverable(json.loads(broken(ENVELOPE, how))), how
