@@ -39,11 +39,12 @@ from kombu.utils.json import dumps, loads
 
 from sluice.workers.entries import UNREADABLE_ENTRY, deliverable, unreadable_entry
 
-#: Lua shared by the scripts: whether a decoded entry is a message kombu can deliver, restore and
-#: reject, and the message an entry that is not one becomes (its raw bytes, base64, as the body of a
-#: content type no worker accepts, so the worker dead-letters it raw instead of dying on it).
-ENVELOPE = (
-    """
+#: KEYS: the unacked hash, the unacked index, then the lists to take from in order. ARGV: the time,
+#: a delivery tag for an entry that is no message, then the queue of each list. Returns {queue,
+#: message, delivery tag}, the message recorded as unacknowledged under that tag. An entry that is no
+#: message kombu can deliver, restore and reject (the rules of :func:`~sluice.workers.entries.deliverable`)
+#: becomes :func:`~sluice.workers.entries.unreadable_entry` first: its raw bytes, base64.
+TAKE = """
 local function text(v) return v == nil or type(v) == 'string' end
 local function usable(m)
   if type(m) ~= 'table' or type(m.headers) ~= 'table' or m.headers[1] ~= nil then return false end
@@ -74,47 +75,28 @@ local function base64(s)
   end
   return table.concat(out)
 end
-local function unreadable(item, tag, queue)
-  return cjson.encode({
-    body = base64(item), ['content-type'] = '"""
-    + UNREADABLE_ENTRY
-    + """',
-    ['content-encoding'] = 'binary', headers = {},
-    properties = {body_encoding = 'base64', delivery_tag = tag, priority = 0,
-                  delivery_info = {exchange = '', routing_key = queue}}})
-end
-local function register(unacked, index, now, tag, item, exchange, routing_key)
-  redis.call('ZADD', index, now, tag)
-  redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(exchange or '') .. ','
-    .. cjson.encode(routing_key or '') .. ']')
-end
-"""
-)
-
-#: KEYS: the unacked hash, the unacked index, then the lists to take from in order. ARGV: the time,
-#: a delivery tag for an entry that is no message, then the queue of each list. Returns {queue,
-#: message, delivery tag}, the message recorded as unacknowledged under that tag.
-TAKE = (
-    ENVELOPE
-    + """
 for i = 3, #KEYS do
   local item = redis.call('RPOP', KEYS[i])
   if item then
     local ok, m = pcall(cjson.decode, item)
+    local tag, exchange, routing_key = ARGV[2], '', ARGV[i]
     if ok and usable(m) then
       local info = m.properties.delivery_info
-      register(KEYS[1], KEYS[2], ARGV[1], m.properties.delivery_tag, item, info.exchange,
-        info.routing_key)
-      return {ARGV[i], item, m.properties.delivery_tag}
+      tag, exchange, routing_key = m.properties.delivery_tag, info.exchange, info.routing_key
+    else
+      item = cjson.encode({
+        body = base64(item), ['content-type'] = '$UNREADABLE', ['content-encoding'] = 'binary',
+        headers = {}, properties = {body_encoding = 'base64', delivery_tag = tag, priority = 0,
+                                    delivery_info = {exchange = '', routing_key = routing_key}}})
     end
-    item = unreadable(item, ARGV[2], ARGV[i])
-    register(KEYS[1], KEYS[2], ARGV[1], ARGV[2], item, '', ARGV[i])
-    return {ARGV[i], item, ARGV[2]}
+    redis.call('ZADD', KEYS[2], ARGV[1], tag)
+    redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(exchange) .. ','
+      .. cjson.encode(routing_key) .. ']')
+    return {ARGV[i], item, tag}
   end
 end
 return false
-"""
-)
+""".replace("$UNREADABLE", UNREADABLE_ENTRY)
 
 #: KEYS: a bell list. ARGV: how many tokens it keeps (a consumer needs one to wake).
 RING = """
