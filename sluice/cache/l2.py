@@ -198,11 +198,6 @@ class L2RedisCache:
         was created)."""
         return time.monotonic() - self._answered_at
 
-    @property
-    def failing(self) -> bool:
-        """Whether L2's last operation in this process failed for want of an answer."""
-        return self._failing
-
     def resumed_for(self) -> float | None:
         """Seconds since L2 answered again after failing; None if it never failed this process."""
         resumed = self._resumed_at
