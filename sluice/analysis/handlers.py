@@ -1,4 +1,4 @@
-"""The main job's handlers: analysis (HIGH), embedding (BATCH), security alert (CRITICAL).
+"""The main job's handlers: analysis (HIGH), embedding (BATCH), security alert and session (CRITICAL).
 
 Registered on import; the Celery app's ``include`` list imports this module (through
 :mod:`sluice.analysis.tasks`) in every worker, so each is a Celery task ``sluice.handlers.<name>``.
@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import insert
-
 from sluice.ai import get_provider
-from sluice.analysis.service import analyze_sources, delete_file_rows
 from sluice.cache import EMBEDDING, get_ai_cache
-from sluice.db import AuditLog, FileEmbedding, session_scope
+from sluice.errors import InvalidInput
 from sluice.settings import get_settings
 from sluice.workers import Priority, TaskHandler, registry, submit_task
 
+# sluice.analysis.service (the database layer) is imported where a handler first writes: a client
+# that only submits (``sluice analyze`` on external workers) loads these handlers for their names
+# and priorities, and never needs SQLAlchemy.
+
 log = logging.getLogger(__name__)
+#: How a session ends: every file stored, some failed, or the run was stopped.
+SESSION_ENDINGS = ("completed", "failed", "interrupted")
 
 
 class AnalysisHandler(TaskHandler):
@@ -41,6 +44,8 @@ class AnalysisHandler(TaskHandler):
         return True
 
     def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        from sluice.analysis.service import analyze_sources
+
         outcomes = analyze_sources(payloads)
         for payload, outcome in zip(payloads, outcomes, strict=True):
             critical = outcome.pop("critical", []) if isinstance(outcome, dict) else []
@@ -86,26 +91,54 @@ class EmbeddingHandler(TaskHandler):
                 [texts[i] for i in missing], fresh.vectors, model, provider=identity
             )
             cache.stats.incr(EMBEDDING, "provider_calls")
-        stored = [(i, p) for i, p in enumerate(payloads) if p.get("session_id")]
+        stored = [(p, vectors[i]) for i, p in enumerate(payloads) if p.get("session_id")]
         if stored:
-            with session_scope() as db:
-                pairs = [(p["session_id"], p["path"]) for _, p in stored]
-                delete_file_rows(db, FileEmbedding, FileEmbedding.path, pairs)
-                db.execute(
-                    insert(FileEmbedding),
-                    [
-                        {
-                            "session_id": p["session_id"],
-                            "path": p["path"],
-                            "model": model or "local",
-                            "vector": vectors[i],
-                        }
-                        for i, p in stored
-                    ],
-                )
+            from sluice.analysis.service import store_embeddings
+
+            store_embeddings(stored, model or "local")
         return [
             {"dimensions": len(v or []), "cached": i not in missing} for i, v in enumerate(vectors)
         ]
+
+
+class SessionHandler(TaskHandler):
+    """Open or close an analysis session for a client that does not reach the database itself
+    (``sluice analyze`` on external workers needs only the broker). CRITICAL: the client waits
+    for it, so it goes ahead of queued work."""
+
+    priority = Priority.CRITICAL
+    max_retries = 2
+    backoff = 0.5
+
+    @property
+    def task_name(self) -> str:
+        return "analysis_session"
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from sluice.analysis import service
+
+        action = payload.get("action")
+        if action == "open":
+            files_total = payload.get("files_total")
+            if not isinstance(files_total, int) or isinstance(files_total, bool) or files_total < 0:
+                raise InvalidInput(f"files_total must be an integer >= 0, got {files_total!r}")
+            root, provider, model = (_text(payload, name) for name in ("root", "provider", "model"))
+            return {"session_id": service.open_session(root, files_total, provider, model)}
+        if action == "close":
+            session_id, status = payload.get("session_id"), payload.get("status")
+            if not isinstance(session_id, int) or isinstance(session_id, bool):
+                raise InvalidInput(f"session_id must be an integer, got {session_id!r}")
+            if status not in SESSION_ENDINGS:
+                raise InvalidInput(f"status must be one of {SESSION_ENDINGS}, got {status!r}")
+            return {"findings": service.close_session(session_id, status)}
+        raise InvalidInput(f"action must be 'open' or 'close', got {action!r}")
+
+
+def _text(payload: dict[str, Any], name: str) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
+    return value
 
 
 class SecurityAlertHandler(TaskHandler):
@@ -122,20 +155,14 @@ class SecurityAlertHandler(TaskHandler):
         log.warning(
             "security alert: %d critical finding(s) in %s", len(findings), payload.get("path")
         )
-        with session_scope() as db:
-            db.add(
-                AuditLog(
-                    entity_type="analysis_session",
-                    entity_id=str(payload.get("session_id", "")),
-                    action="security_alert",
-                    details={"path": payload.get("path"), "findings": findings},
-                )
-            )
+        from sluice.analysis.service import record_security_alert
+
+        record_security_alert(payload.get("session_id"), payload.get("path"), findings)
         return {"alerted": len(findings)}
 
 
 # A handler the application registered under the same name first (the guide's in-script
 # EmbeddingHandler) wins: these are loaded lazily and must not replace it.
-for _handler in (AnalysisHandler(), EmbeddingHandler(), SecurityAlertHandler()):
+for _handler in (AnalysisHandler(), EmbeddingHandler(), SecurityAlertHandler(), SessionHandler()):
     if _handler.task_name not in registry:
         registry.register(_handler)

@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,23 +116,26 @@ def run_analysis(
     else:
         mode = f"embedded worker x{workers}" if workers else "external workers"
     worker = _start_worker(workers, settings) if workers else None
+    ledger = _Ledger(settings)
     session_id: int | None = None
     try:
+        if worker is None and settings.async_processing_enabled:
+            _require_external_workers(settings)
         walk = WalkReport()
         include = changes.__contains__ if changes is not None else None
         files = list(walk_tree(root, settings.max_file_bytes, walk, include))
-        from sluice.db import upgrade
-
-        upgrade()
-        session_id = _create_session(Path(root).resolve(), len(files), settings)
+        session_id = ledger.open(Path(root).resolve(), len(files))
         notify = progress or (lambda done, total: None)
         notify(0, len(files))
         outcomes, embedded = _run_tasks(session_id, files, rule_list, worker, settings, notify)
+        failed = [(path, error) for path, error in outcomes if isinstance(error, str)]
+        # Before the run's own worker stops: on a real broker, it is the one that closes it.
+        findings = ledger.close(session_id, "failed" if failed else "completed")
     except BaseException as exc:
         if worker:
             worker.stop()  # at once: what it held stays queued (the broker redelivers it)
         if session_id is not None:
-            _mark_ended(
+            ledger.end(
                 session_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             )
         raise
@@ -141,7 +143,6 @@ def run_analysis(
         worker.stop_when_idle(settings.broker_dir)
     elif worker:
         worker.shutdown()  # Redis or RabbitMQ: let it acknowledge what it ran
-    failed = [(path, error) for path, error in outcomes if isinstance(error, str)]
     done = [outcome for _, outcome in outcomes if isinstance(outcome, dict)]
     report = AnalysisReport(
         session_id=session_id,
@@ -158,7 +159,11 @@ def run_analysis(
         changes=changes,
         changed_lines_only=changed_lines_only,
     )
-    _finish_session(report)
+    if report.changed_lines_only and report.changes is not None:
+        changes = report.changes
+        findings = [f for f in findings if changes.touches(f["path"], f["line"])]
+    report.findings = sort_findings(findings)
+    report.by_severity = count_by_severity(report.findings)
     return report
 
 
@@ -197,22 +202,6 @@ def _start_worker(workers: int, settings: Settings) -> EmbeddedWorker:
     return worker
 
 
-def _create_session(root: Path, total: int, settings: Settings) -> int:
-    from sluice.db import AnalysisSession, session_scope
-
-    with session_scope() as db:
-        row = AnalysisSession(
-            status="running",
-            root_path=str(root),
-            provider=settings.ai_provider,
-            model=settings.ai_model,
-            files_total=total,
-        )
-        db.add(row)
-        db.flush()
-        return row.id
-
-
 def chunk_budget(settings: Settings) -> float:
     """Bytes of source per ``analysis`` task: many small files share a task when the provider is
     fast (the local one analyses a 30 KB file in a few ms, far less than a task's overhead); with
@@ -236,11 +225,8 @@ def _run_tasks(
 
     With async processing off, both run inline through the same handlers, retries and dead letters.
     """
-    from sluice.celery import app
     from sluice.workers import submit_chunks
 
-    if worker is None and settings.async_processing_enabled:
-        _require_external_workers(app, settings)
     if not files:
         return [], 0
     analyses = submit_chunks(
@@ -278,7 +264,8 @@ def _run_tasks(
     return outcomes, sum(1 for v in vectors.values() if isinstance(v, dict))
 
 
-def _require_external_workers(app: Any, settings: Settings) -> None:
+def _require_external_workers(settings: Settings) -> None:
+    from sluice.celery import app
     from sluice.workers.brokers import unreachable_broker
 
     try:
@@ -324,51 +311,72 @@ def _collect(
     return values
 
 
-def _mark_ended(session_id: int, status: str) -> None:
-    """Best effort on the way out of a run that did not finish: the session says why."""
-    from sluice.db import AnalysisSession, session_scope
+class _Ledger:
+    """Where the run's session is opened and closed: in this process's database (inline, or the
+    embedded broker), or through a worker (external workers: the client then needs only the
+    broker, and never loads SQLAlchemy)."""
 
-    try:
-        with session_scope() as db:
-            session = db.get(AnalysisSession, session_id)
-            if session is not None:
-                session.status = status
-                session.finished_at = datetime.now(UTC)
-    except Exception:  # the database may be what failed; the original error is the one to show
-        log.warning("could not mark session %s as %s", session_id, status, exc_info=True)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.remote = settings.async_processing_enabled and not settings.embedded_broker
 
+    def open(self, root: Path, files_total: int) -> int:
+        provider, model = self.settings.ai_provider, self.settings.ai_model
+        if self.remote:
+            opened = self._call(
+                {
+                    "action": "open",
+                    "root": str(root),
+                    "files_total": files_total,
+                    "provider": provider,
+                    "model": model,
+                }
+            )
+            return int(opened["session_id"])
+        from sluice.analysis.service import open_session
 
-def _finish_session(report: AnalysisReport) -> None:
-    from sqlalchemy import select
+        return open_session(str(root), files_total, provider, model)
 
-    from sluice.db import AnalysisSession, CodeReviewResult, session_scope
+    def close(self, session_id: int, status: str) -> list[dict[str, Any]]:
+        """Mark the session ``status``; returns its findings."""
+        if self.remote:
+            found = self._call({"action": "close", "session_id": session_id, "status": status})
+            return list(found["findings"])
+        from sluice.analysis.service import close_session
 
-    with session_scope() as db:
-        session = db.get(AnalysisSession, report.session_id)
-        assert session is not None
-        session.status = "failed" if report.failed else "completed"
-        session.finished_at = datetime.now(UTC)
-        rows = db.scalars(
-            select(CodeReviewResult).where(CodeReviewResult.session_id == report.session_id)
-        ).all()
-        findings = [finding_of(row) for row in rows]
-    if report.changed_lines_only and report.changes is not None:
-        changes = report.changes
-        findings = [f for f in findings if changes.touches(f["path"], f["line"])]
-    report.findings = sort_findings(findings)
-    report.by_severity = count_by_severity(report.findings)
+        return close_session(session_id, status)
 
+    def end(self, session_id: int, status: str) -> None:
+        """Best effort on the way out of a run that did not finish: the session says why."""
+        try:
+            if self.remote:  # not waited for: the run is going down
+                from sluice.workers import submit_task
 
-def finding_of(row: Any) -> dict[str, Any]:
-    """A stored ``CodeReviewResult`` as the plain dict every output format reads."""
-    return {
-        "path": row.file_path,
-        "line": row.line,
-        "column": row.column,
-        "severity": row.severity,
-        "rule": row.rule,
-        "message": row.message,
-    }
+                submit_task(
+                    "analysis_session",
+                    {"action": "close", "session_id": session_id, "status": status},
+                )
+            else:
+                self.close(session_id, status)
+        except Exception:  # the database may be what failed; the original error is the one to show
+            log.warning("could not mark session %s as %s", session_id, status, exc_info=True)
+
+    def _call(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from sluice.workers import submit_task
+        from sluice.workers.results import forget_quietly, value_of, wait_ready
+
+        result = submit_task("analysis_session", payload)
+        wait_ready(
+            [result],
+            self.settings.task_timeout,
+            f"the {payload['action']} of the analysis session (a task on the critical queue: "
+            "is a worker consuming it?)",
+        )
+        value = value_of(result)
+        forget_quietly(result)
+        if isinstance(value, BaseException):
+            raise value
+        return dict(value)
 
 
 def sort_findings(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from sluice.cache import ANALYSIS, CacheKeyGenerator, get_ai_cache
 from sluice.db import (
     AnalysisSession,
     AnalyzedFile,
+    AuditLog,
     CodeReviewResult,
     FileEmbedding,
     session_scope,
@@ -178,6 +179,78 @@ def _store(reviewed: list[_Reviewed]) -> None:
         ]
         if findings:
             db.execute(insert(CodeReviewResult), findings)
+
+
+def open_session(root: str, files_total: int, provider: str, model: str) -> int:
+    """Create a ``running`` analysis session (migrating the database first); returns its id."""
+    from sluice.db import upgrade
+
+    upgrade()
+    with session_scope() as db:
+        row = AnalysisSession(
+            status="running",
+            root_path=root,
+            provider=provider,
+            model=model,
+            files_total=files_total,
+        )
+        db.add(row)
+        db.flush()
+        return row.id
+
+
+def close_session(session_id: int, status: str) -> list[dict[str, Any]]:
+    """Mark a session ``status`` and finished now; returns its findings (see :func:`finding_of`).
+    Raises :class:`InvalidInput` for a session that does not exist."""
+    with session_scope() as db:
+        session = db.get(AnalysisSession, session_id)
+        if session is None:
+            raise InvalidInput(f"no analysis session #{session_id}")
+        session.status = status
+        session.finished_at = datetime.now(UTC)
+        rows = db.scalars(
+            select(CodeReviewResult).where(CodeReviewResult.session_id == session_id)
+        ).all()
+        return [finding_of(row) for row in rows]
+
+
+def finding_of(row: CodeReviewResult) -> dict[str, Any]:
+    """A stored finding as the plain dict every output format reads."""
+    return {
+        "path": row.file_path,
+        "line": row.line,
+        "column": row.column,
+        "severity": row.severity,
+        "rule": row.rule,
+        "message": row.message,
+    }
+
+
+def store_embeddings(stored: list[tuple[dict[str, Any], Any]], model: str) -> None:
+    """Replace the embedding rows of each ``(payload, vector)`` in one transaction."""
+    with session_scope() as db:
+        pairs = [(p["session_id"], p["path"]) for p, _ in stored]
+        delete_file_rows(db, FileEmbedding, FileEmbedding.path, pairs)
+        db.execute(
+            insert(FileEmbedding),
+            [
+                {"session_id": p["session_id"], "path": p["path"], "model": model, "vector": vector}
+                for p, vector in stored
+            ],
+        )
+
+
+def record_security_alert(session_id: Any, path: Any, findings: list[Any]) -> None:
+    """Write critical findings of one file to the audit log."""
+    with session_scope() as db:
+        db.add(
+            AuditLog(
+                entity_type="analysis_session",
+                entity_id=str(session_id or ""),
+                action="security_alert",
+                details={"path": path, "findings": findings},
+            )
+        )
 
 
 def delete_file_rows(

@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from sluice.analysis.review import Review
-from sluice.analysis.runner import count_by_severity, finding_of, sort_findings
+from sluice.analysis.runner import count_by_severity, sort_findings
+from sluice.analysis.service import finding_of
 from sluice.db import AnalysisSession, AnalyzedFile, CodeReviewResult, session_scope
 from sluice.errors import InvalidInput
 

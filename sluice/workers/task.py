@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
@@ -44,11 +44,13 @@ from sluice.taskcontext import current_priority
 from sluice.workers import headers as hdr
 from sluice.workers import stats
 from sluice.workers.backend import polled_results
-from sluice.workers.deadletter import DeadLetterQueue
 from sluice.workers.handlers import TaskHandler, handler_task_name, registry, run_maybe_async
 from sluice.workers.priority import Priority, route
 from sluice.workers.ratelimit import get_rate_limit
 from sluice.workers.submit import check_countdown, check_payload, check_rate_limit
+
+if TYPE_CHECKING:
+    from sluice.workers.deadletter import DeadLetterQueue
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,14 @@ log = logging.getLogger(__name__)
 HISTORY_LIMIT = 20
 #: How long a task waits to try again when even its dead-letter entry could not be written.
 DEAD_LETTER_RETRY_SECONDS = 30.0
+
+
+def dead_letters() -> DeadLetterQueue:
+    """The dead-letter table. Its module (SQLAlchemy) loads on a task's last failure, not with the
+    task layer: a client that only submits (``sluice analyze`` on external workers) never needs it."""
+    from sluice.workers.deadletter import DeadLetterQueue
+
+    return DeadLetterQueue()
 
 
 def attempt_record(attempt: int, exc: BaseException) -> dict[str, Any]:
@@ -262,7 +272,7 @@ class SluiceTask(Task):
         """Record a call that will not be retried again; returns the error to fail it with."""
         request = self.request
         error = f"{type(exc).__name__}: {exc}"
-        entry = DeadLetterQueue().add(
+        entry = dead_letters().add(
             task_id=str(request.id),
             task_name=self.label,
             payload=self.payload_of(args, kwargs),

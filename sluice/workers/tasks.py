@@ -26,7 +26,6 @@ from sluice.settings import get_settings
 from sluice.taskcontext import current_priority
 from sluice.workers import headers as hdr
 from sluice.workers import stats
-from sluice.workers.deadletter import DeadLetterQueue
 from sluice.workers.handlers import (
     HANDLER_PREFIX,
     TaskHandler,
@@ -36,7 +35,7 @@ from sluice.workers.handlers import (
 )
 from sluice.workers.priority import Priority, route
 from sluice.workers.submit import MICROBATCH, handler_task
-from sluice.workers.task import attempt_record, backoff_seconds, take_token
+from sluice.workers.task import attempt_record, backoff_seconds, dead_letters, take_token
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def _dead_letter_unretried(
     task_id: str, name: str, payload: dict[str, Any], level: Priority, exc: BaseException
 ) -> TaskFailed:
     """Dead-letter a batch item whose handler allows no retry (attempt 1 was its last)."""
-    entry = DeadLetterQueue().add(
+    entry = dead_letters().add(
         task_id=task_id,
         task_name=name,
         payload=payload,
@@ -252,7 +251,7 @@ def _run_micro_chunk(handler: TaskHandler, name: str, requests: list[SimpleReque
 @app.task(name="sluice.prune_dead_letters")
 def prune_dead_letters(older_than_days: float | None = None) -> int:
     """Delete dead-letter entries past the retention period (beat, daily)."""
-    return DeadLetterQueue().prune(older_than_days or get_settings().retention_days)
+    return dead_letters().prune(older_than_days or get_settings().retention_days)
 
 
 @task_unknown.connect(weak=False)
@@ -273,7 +272,7 @@ def dead_letter_unknown_task(
             label, payload = handler, args[0]
         else:
             label, payload = str(name), {"args": list(args), "kwargs": dict(kwargs)}
-        entry = DeadLetterQueue().add(
+        entry = dead_letters().add(
             task_id=str(id),
             task_name=label,
             payload=payload,

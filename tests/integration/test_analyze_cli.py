@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -108,23 +109,55 @@ def distributed_env(
     return env
 
 
+#: A ``sitecustomize`` that makes the database drivers unimportable in the process it starts in.
+NO_DATABASE_LAYER = """
+import sys
+
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("sqlalchemy", "psycopg", "alembic"):
+            raise ImportError(f"{name} is not installed on this CI runner (test)")
+
+sys.meta_path.insert(0, _Refuse())
+"""
+
+
 def test_distributed_run_matches_embedded_findings(
     embedded_run: tuple, tmp_path: Path, distributed_env: dict[str, str], pg_schema: str
 ) -> None:
-    """Redis broker + RedisStore + PostgreSQL, with a separately started worker process."""
+    """Redis broker + RedisStore + PostgreSQL, with a separately started worker process. The
+    command itself needs only the broker: it runs where the database drivers cannot even be
+    imported and the database URL leads nowhere (a CI runner with broker access alone), and the
+    workers open and close its session."""
     _, embedded_data = embedded_run
     env = distributed_env
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_DATABASE_LAYER)
+    client_env = {
+        **env,
+        "PYTHONPATH": str(site),
+        "SLUICE_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/nowhere",
+    }
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.wait_ready()
-        result = run_sluice("analyze", str(EXAMPLES), env=env)
+        result = run_sluice("analyze", str(EXAMPLES), "--format", "json", env=client_env)
     finally:
         worker.stop()
     assert result.returncode == 0, result.stderr
-    assert "external workers" in result.stdout
-    assert "sluice.run_batch" in (tmp_path / "worker.log").read_text()  # analysis chunks
+    review = json.loads(result.stdout)
+    assert review["run"]["mode"] == "external workers" and review["status"] == "completed"
+    log = (tmp_path / "worker.log").read_text()
+    assert "sluice.run_batch" in log and "sluice.handlers.analysis_session" in log
     distributed = _stored_findings(pg_schema)
     assert distributed == _stored_findings(f"sqlite:///{embedded_data / 'sluice.db'}")
+    reported = sorted((f["path"], f["line"], f["rule"], f["severity"]) for f in review["findings"])
+    assert reported == sorted(distributed)
+    with sa.create_engine(pg_schema).connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM analysis_sessions")).scalars().all() == [
+            "completed"
+        ]
 
 
 def test_distributed_run_without_workers_fails_clearly(

@@ -35,7 +35,7 @@ from tests.worker_fixtures import wait_for
 pytestmark = pytest.mark.integration
 PRIORITY_QUEUES = "critical,high,normal,low"
 HANDLERS = ("t_record", "t_poison", "t_chunk", "t_micro", "t_limited")
-BUILTIN = ("analysis", "embedding", "security_alert")
+BUILTIN = ("analysis", "embedding", "security_alert", "analysis_session")
 PLAIN = ("tests.limited_call", "tests.later", "tests.total")
 
 
@@ -94,7 +94,7 @@ def test_handlers_and_plain_tasks_are_celery_native(cluster: Cluster, flower: st
     # inspect registered: every handler by its own name, on both workers, and the plain tasks
     registered = _inspect_registered(cluster.env)
     for name in [*(f"sluice.handlers.{h}" for h in HANDLERS + BUILTIN), *PLAIN]:
-        assert registered.count(name) == 2, name
+        assert registered.count(f"* {name}\n") == 2, name
     assert "sluice.run_handler" not in registered
 
     # the global limit "t" (5/s, burst 5) is shared by both worker processes
