@@ -19,7 +19,7 @@ from sluice.ai.base import SEVERITIES
 from sluice.ai.rules import select_rules
 from sluice.analysis.changes import ChangeSet, changes_since
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
-from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput
+from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput, SluiceError
 from sluice.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ ProgressCallback = Callable[[int, int], None]
 EMBED_CHARS = 8000
 #: Bytes of source per ``analysis`` task with the local provider (about 10 ms of its work).
 LOCAL_CHUNK_BYTES = 64_000
+#: Seconds a session task of a run on external workers may wait before the command pings them.
+PING_AFTER = 1.0
+#: Seconds a session task waits to be taken before it expires unrun (the command sends another).
+SESSION_TTL = 10.0
 #: Result polling: the first pause, doubling up to the longest.
 _FIRST_PAUSE = 0.002
 _MAX_PAUSE = 0.05
@@ -119,8 +123,8 @@ def run_analysis(
     ledger = _Ledger(settings)
     session_id: int | None = None
     try:
-        if worker is None and settings.async_processing_enabled:
-            _require_external_workers(settings)
+        if worker is None and settings.async_processing_enabled and not ledger.remote:
+            _require_external_workers(settings)  # remote: the session's opening finds out
         walk = WalkReport()
         include = changes.__contains__ if changes is not None else None
         files = list(walk_tree(root, settings.max_file_bytes, walk, include))
@@ -362,21 +366,51 @@ class _Ledger:
             log.warning("could not mark session %s as %s", session_id, status, exc_info=True)
 
     def _call(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from sluice.workers import submit_task
-        from sluice.workers.results import forget_quietly, value_of, wait_ready
+        """Run one session task on a worker and return its value.
 
-        result = submit_task("analysis_session", payload)
-        wait_ready(
-            [result],
-            self.settings.task_timeout,
-            f"the {payload['action']} of the analysis session (a task on the critical queue: "
-            "is a worker consuming it?)",
-        )
-        value = value_of(result)
-        forget_quietly(result)
-        if isinstance(value, BaseException):
-            raise value
-        return dict(value)
+        There is no ping first (a round trip of its own): only a task slow to be taken makes the
+        command ask whether any worker is up. Each try expires unrun after :data:`SESSION_TTL`
+        and is sent again while the command still waits, so a command that gave up (no worker)
+        leaves no task behind that would open a session nobody closes.
+        """
+        from celery.exceptions import TaskRevokedError
+
+        from sluice.workers.brokers import unreachable_broker
+        from sluice.workers.results import forget_quietly, value_of, wait_ready
+        from sluice.workers.submit import handler_task
+
+        started, pinged = time.monotonic(), False
+
+        def check_workers() -> None:
+            nonlocal pinged
+            if not pinged and time.monotonic() - started >= PING_AFTER:
+                pinged = True
+                _require_external_workers(self.settings)
+
+        deadline = started + self.settings.task_timeout
+        while True:
+            try:
+                result = handler_task("analysis_session").apply_async(
+                    (payload,), expires=SESSION_TTL
+                )
+            except SluiceError:
+                raise
+            except Exception as exc:  # kombu raises each transport's own connection errors
+                raise unreachable_broker(self.settings.broker_url, exc) from None
+            wait_ready(
+                [result],
+                max(deadline - time.monotonic(), 0.0),
+                f"the {payload['action']} of the analysis session (a task on the critical "
+                "queue: is a worker consuming it?)",
+                on_wait=check_workers,
+            )
+            value = value_of(result)
+            forget_quietly(result)
+            if isinstance(value, TaskRevokedError):
+                continue  # expired before a worker took it (a busy critical queue): again
+            if isinstance(value, BaseException):
+                raise value
+            return dict(value)
 
 
 def sort_findings(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
