@@ -24,6 +24,7 @@ BROKEN_ENVELOPES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "body a number": lambda m: m.update(body=5),
     "unknown body encoding": lambda m: m["properties"].update(body_encoding="rot13"),
     "body not base64": lambda m: m.update(body="not base64!"),
+    "body not base64, of a base64 length": lambda m: m.update(body="not!base64!!"),
     "content type a list": lambda m: m.update({"content-type": ["json"]}),
     "properties a list": lambda m: m.update(properties=[]),
 }

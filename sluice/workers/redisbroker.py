@@ -59,7 +59,8 @@ local function usable(m)
     return false
   end
   if enc == 'base64' then
-    return body == nil or (#body % 4 == 0 and not body:find('[^%w%+/=]'))
+    -- The alphabet is checked in Python (deliverable): a scan here cost 2.5 ms of Redis per take.
+    return body == nil or #body % 4 == 0
   end
   return enc == nil or enc == 'utf-8'
 end
