@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import signal
+import sys
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -122,23 +123,44 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+#: Seconds after a stop signal at which it is raised again if the first raise was lost.
+REDELIVER_AFTER = 0.05
+
+
 @contextmanager
 def stop_signals_interrupt(
     signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
 ) -> Iterator[None]:
     """Turn the first SIGINT or SIGTERM into :class:`Interrupted`; later ones are ignored, so the
-    cleanup the first one starts (stopping workers) is never cut short."""
-    fired = False
+    cleanup the first one starts (stopping workers) is never cut short.
+
+    An exception a signal handler raises is lost when the handler runs inside a weakref callback
+    or ``__del__`` (Python prints "Exception ignored in" and goes on): a stop signal then did not
+    stop the run. So the handler also arms a timer, and while no :class:`Interrupted` is being
+    handled the timer raises it again.
+    """
+    received: int | None = None
 
     def interrupt(signum: int, frame: Any) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
+        nonlocal received
+        if received is None:
+            received = signum
+            signal.setitimer(signal.ITIMER_REAL, REDELIVER_AFTER)
             raise Interrupted(signum)
 
+    def redeliver(signum: int, frame: Any) -> None:
+        assert received is not None
+        signal.setitimer(signal.ITIMER_REAL, REDELIVER_AFTER)
+        if not isinstance(sys.exc_info()[1], Interrupted):  # lost: not being handled anywhere
+            raise Interrupted(received)
+
     previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, redeliver)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received is not None:  # lost, and the body finished before the timer fired
+        raise Interrupted(received)
