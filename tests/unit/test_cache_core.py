@@ -488,6 +488,23 @@ class _StoreDown:
         return call
 
 
+def _holder_until(cache: Any, key: Any, outage_over: threading.Event) -> threading.Thread:
+    """A thread of ``cache`` holding the fill lock of ``key`` (running) until ``outage_over``,
+    then storing "from first" 0.2 s later."""
+    started = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        assert outage_over.wait(20)
+        time.sleep(0.2)
+        return "from first"
+
+    leader = threading.Thread(target=cache.sync.get_or_compute, args=(ANALYSIS, key, slow))
+    leader.start()
+    assert started.wait(10)
+    return leader
+
+
 def _dying_holder(spec: CacheSpec, lease: float) -> None:
     """Take the fill lock of ``"orphan"`` and hang in the provider until SIGKILLed."""
     cache = spec.build(lock_lease=lease)
@@ -820,17 +837,8 @@ class CacheContract:
         key = CacheKeyGenerator.analysis("outage", "python")
         if seen == "answered before":
             assert second.sync.get_analysis("answered once", "python") is None  # L2 answered
-        started, outage_over = threading.Event(), threading.Event()
-
-        def slow() -> str:
-            started.set()
-            assert outage_over.wait(20)
-            time.sleep(0.2)
-            return "from first"
-
-        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, slow))
-        leader.start()
-        assert started.wait(10)
+        outage_over = threading.Event()
+        leader = _holder_until(first, key, outage_over)
         calls: list[str] = []
         outage = _StoreDown(second.store, time.monotonic() + 0.8, outage_over)
         with mock.patch.object(second.l2, "store", outage):  # all of L2 fails until it is over
@@ -857,17 +865,8 @@ class CacheContract:
         key = CacheKeyGenerator.analysis("lost lock", "python")
         if first_answer == "its lock call":
             assert second.sync.get_analysis("answered once", "python") is None  # generations
-        started, outage_over = threading.Event(), threading.Event()
-
-        def slow() -> str:
-            started.set()
-            assert outage_over.wait(20)
-            time.sleep(0.2)
-            return "from first"
-
-        leader = threading.Thread(target=first.sync.get_or_compute, args=(ANALYSIS, key, slow))
-        leader.start()
-        assert started.wait(10)
+        outage_over = threading.Event()
+        leader = _holder_until(first, key, outage_over)
         full = first.full_key(ANALYSIS, key.key)
         assert full is not None
         calls: list[str] = []
