@@ -8,8 +8,11 @@ store (``SLUICE_REDIS_URL`` + a per-test ``SLUICE_KEY_PREFIX``) is how a test co
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
+
+from celery.signals import task_received
 
 from sluice.errors import RetryLater
 from sluice.store import get_store
@@ -29,6 +32,24 @@ def record_run(payload: dict[str, Any]) -> None:
     seq = store.incr("seq")
     store.hincr("order", f"{seq:08d}|{payload.get('label', '')}")
     store.hincr("runs", str(payload.get("id", "")))
+
+
+#: Set in a worker's environment to count, in its main process, every task the broker hands it.
+RECORD_RECEIPTS = "SLUICE_TEST_RECORD_RECEIPTS"
+
+
+@task_received.connect
+def record_receipt(request: Any, **_: Any) -> None:
+    """The order in which the broker handed tasks out (``received``), whatever the pool then does:
+    a drill can tell a priority the broker broke from a pool child the OS scheduled late."""
+    if not os.environ.get(RECORD_RECEIPTS):
+        return
+    payload = request.args[0] if request.args and isinstance(request.args[0], dict) else {}
+    store = _store()
+    seq = store.incr("received")
+    label = str(payload.get("label", ""))
+    if label.startswith("critical:"):
+        store.hincr("received_order", f"{seq:08d}|{label}")
 
 
 class RecordHandler(TaskHandler):

@@ -424,21 +424,32 @@ def test_database_outage_mid_run_loses_nothing(
 def test_burst_of_10000_keeps_critical_ahead(
     tmp_path: Path, broker: Broker, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """10,000 queued LOW/NORMAL/HIGH tasks; CRITICAL ones submitted into the backlog start next."""
+    """10,000 queued LOW/NORMAL/HIGH tasks; the broker hands each CRITICAL submitted into the
+    backlog out next.
+
+    Asserted on the order in which workers *received* tasks from the broker (Celery's
+    ``task_received``, in each worker's main process): ahead of a CRITICAL come at most the
+    messages the workers' prefetch windows already held. The order in which tasks *started* is
+    reported too, not asserted: once a worker holds the CRITICAL, its start waits for that worker's
+    pool child while the other worker goes on starting tasks, as many as the OS scheduler allows
+    (10 were seen once on an otherwise idle machine).
+    """
     from sluice.store import RedisStore
     from sluice.workers import Priority, submit_task
     from tests.worker_fixtures import settings_env
+    from tests.worker_handlers import RECORD_RECEIPTS
 
     prefix = _prefix()
     env = service_env(
         tmp_path, SLUICE_BROKER_URL=broker.url, SLUICE_RESULT_BACKEND=broker.result_backend,
         SLUICE_REDIS_URL=redis_url, SLUICE_KEY_PREFIX=prefix, SLUICE_HANDLER_MODULES="tests.worker_handlers",
+        **{RECORD_RECEIPTS: "1"},
     )  # fmt: skip
     store = RedisStore(redis_url, prefix=prefix)
     workers = [_worker(env, tmp_path / f"w{i}.log", "critical,high,normal,low") for i in range(2)]
     slots = 2 * 2  # processes x concurrency, prefetch 1
-    jumped: list[int] = []
-    queued_at: dict[str, int] = {}
+    started_at: dict[str, int] = {}
+    received_at: dict[str, int] = {}
     try:
         wait_for(lambda: all(_ready(tmp_path / f"w{i}.log") for i in range(2)), 60, "workers")
         with settings_env(
@@ -451,30 +462,41 @@ def test_burst_of_10000_keeps_critical_ahead(
                 submit_task("t_record", {"id": i, "label": "bulk"}, levels[i % 3])
                 if i % 1000 == 999:
                     submit_task("t_record", {"id": f"c{i}", "label": f"critical:c{i}"}, "CRITICAL")
-                    # Counted from when the broker has it: tasks that started while the publish
-                    # was in transit did not overtake it.
-                    queued_at[f"c{i}"] = store.get_counter("seq")
+                    # Counted from when the broker has it: tasks received or started while the
+                    # publish was in transit did not overtake it.
+                    received_at[f"c{i}"] = store.get_counter("received")
+                    started_at[f"c{i}"] = store.get_counter("seq")
             wait_for(lambda: store.get_counter("seq") >= 10_010, 600, "all 10,010 tasks")
     finally:
         for worker in workers:
             _stop(worker)
     order = store.hgetall_counters("order")
-    for entry in order:
-        seq, label = entry.split("|", 1)
-        if label.startswith("critical:"):
-            jumped.append(max(0, int(seq) - queued_at[label.split(":", 1)[1]] - 1))
+    started = _overtaken(order, started_at)
+    received = _overtaken(store.hgetall_counters("received_order"), received_at)
     store.clear_namespace()
     store.close()
     _announce(
         capsys,
         f"drill burst[{broker.kind}]: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; "
-        f"completed {len(order)}, "
-        f"lost {10_010 - len(order)}; tasks started between a CRITICAL's submission and its start: {jumped}",
+        f"completed {len(order)}, lost {10_010 - len(order)}; tasks the broker handed out between "
+        f"a CRITICAL's submission and its receipt: {received}; tasks started between its "
+        f"submission and its start: {started}",
     )
     assert len(order) == 10_010
-    assert len(jumped) == 10
-    # A CRITICAL task waits at most for what the workers already hold (one message per slot).
-    assert max(jumped) <= slots * 2, jumped
+    assert len(received) == len(started) == 10
+    # What the workers already held (one message per slot) may go first; nothing still queued.
+    assert max(received) <= slots, received
+
+
+def _overtaken(order: dict[str, int], queued_at: dict[str, int]) -> list[int]:
+    """Per CRITICAL (``"seq|critical:NAME"`` entries of ``order``), how many counted events came
+    between its submission (``queued_at[NAME]``, the counter then) and its own."""
+    ahead = []
+    for entry in order:
+        seq, label = entry.split("|", 1)
+        if label.startswith("critical:"):
+            ahead.append(max(0, int(seq) - queued_at[label.split(":", 1)[1]] - 1))
+    return ahead
 
 
 def test_critical_behind_1000_low_waits_for_at_most_the_running_task(
