@@ -6,6 +6,8 @@ imported when that subcommand runs (``sluice --help`` starts in a fraction of a 
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import sys
@@ -23,6 +25,11 @@ from sluice.clitools import Interrupted, SafeConsole, SluiceGroup, printable, st
 if TYPE_CHECKING:
     from sluice.analysis.review import Review
     from sluice.analysis.runner import AnalysisReport
+
+# The interpreter's last garbage collections at exit walk every object a run created, for nothing
+# (the process is ending): 0.15-0.4 s of every command, a third of a warm `sluice analyze`. Frozen
+# objects are skipped. Registered first, so it runs last, after every other exit handler.
+atexit.register(gc.freeze)
 
 console = SafeConsole()
 err_console = SafeConsole(stderr=True)

@@ -111,3 +111,25 @@ def test_the_celery_config_does_not_import_the_cdn_package() -> None:
     code = "import sys, celeryconfig; print(sorted(m for m in sys.modules if m.startswith('sluice.cdn')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_command_skips_the_interpreters_final_garbage_collection() -> None:
+    """At exit every object is frozen (out of reach of the final collections, a third of a warm
+    `sluice analyze`), and only after every other exit handler, which may still create objects."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, gc, sluice.cli\n"
+        "atexit.register(lambda: print('OTHER HANDLER SAW', gc.get_freeze_count(), flush=True))\n"
+        "class Cycle:\n"
+        "    def __init__(self): self.me = self\n"
+        "    def __del__(self): print('FINALIZED', flush=True)\n"
+        "Cycle()\n"
+        "atexit.register(lambda: print('FROZEN BEFORE EXIT HANDLERS', gc.get_freeze_count()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "OTHER HANDLER SAW 0" in done.stdout, done.stdout
+    assert "FROZEN BEFORE EXIT HANDLERS 0" in done.stdout, done.stdout
+    # The cycle was frozen, not collected: the final collections never looked at it.
+    assert "FINALIZED" not in done.stdout, done.stdout
