@@ -65,19 +65,23 @@ def _worker(
     )  # fmt: skip
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Celery's warm shutdown (SIGTERM to the main process only), then the whole group.
+def _stop(*processes: subprocess.Popen[bytes]) -> None:
+    """Celery's warm shutdown (SIGTERM to each main process only), then each whole group. All are
+    signalled first and then waited for: an idle prefork worker takes about 3 s to shut down.
 
     Not SIGTERM to the group: a pool child killed between finishing a task and its parent's ack
     had the task redelivered to a worker still running, which ran it again (an 11th run in 10).
     """
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
-    process.wait()
+            process.wait(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
+        process.wait()
 
 
 def _prefix() -> str:
@@ -200,8 +204,7 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(
         injected = f"SIGKILL of worker group {victim.pid} at {_counts(pg_schema)[1]}/{FILES} files"
         out, err = run.communicate(timeout=240)
     finally:
-        _stop(survivor)
-        _stop(victim)
+        _stop(survivor, victim)
     assert run.returncode == 0, out[-2000:] + err[-2000:]
     rows, distinct, dead = _report(capsys, f"sigkill[{broker.kind}]", injected, pg_schema)
     assert (rows, distinct, dead) == (
@@ -335,8 +338,7 @@ def test_broker_restart_mid_run_loses_nothing(
             injected = f"{broker.restart()} at {at}/{FILES} files"
             out, err = run.communicate(timeout=300)
         finally:
-            for worker in workers:
-                _stop(worker)
+            _stop(*workers)
         assert run.returncode == 0, out[-2000:] + err[-2000:]
         rows, distinct, dead = _report(capsys, f"broker-restart[{kind}]", injected, pg_schema)
         assert distinct + dead == FILES and rows == distinct  # lost = 0, no duplicates
@@ -410,8 +412,7 @@ def test_database_outage_mid_run_loses_nothing(
                 injected = f"PostgreSQL stopped for 5 s at {at}/{FILES} files"
                 out, err = run.communicate(timeout=300)
             finally:
-                for worker in workers:
-                    _stop(worker)
+                _stop(*workers)
             assert run.returncode in (0, 1), out[-2000:] + err[-2000:]
             rows, distinct, dead = _report(capsys, "postgres-outage", injected, database_url)
             assert (
@@ -468,8 +469,7 @@ def test_burst_of_10000_keeps_critical_ahead(
                     started_at[f"c{i}"] = store.get_counter("seq")
             wait_for(lambda: store.get_counter("seq") >= 10_010, 600, "all 10,010 tasks")
     finally:
-        for worker in workers:
-            _stop(worker)
+        _stop(*workers)
     order = store.hgetall_counters("order")
     started = _overtaken(order, started_at)
     received = _overtaken(store.hgetall_counters("received_order"), received_at)
@@ -527,7 +527,7 @@ def test_critical_behind_1000_low_waits_for_at_most_the_running_task(
             import tests.worker_handlers  # noqa: F401 - registers t_record here too
 
             for i in range(1000):
-                submit_task("t_record", {"id": i, "label": "low", "sleep": 0.01}, Priority.LOW)
+                submit_task("t_record", {"id": i, "label": "low", "sleep": 0.002}, Priority.LOW)
             wait_for(lambda: _ready(log), 60, "worker")
             wait_for(lambda: store.get_counter("seq") >= 50, 60, "the LOW backlog to be running")
             submit_task("t_record", {"id": "c", "label": "critical"}, "CRITICAL")

@@ -121,8 +121,7 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
                     injected.append(kill_one())
             out, err = run.communicate(timeout=180)
         finally:
-            for worker in workers.values():
-                _stop(worker)
+            _stop(*workers.values())
         assert run.returncode == 0, out[-2000:] + err[-2000:]
 
     rows, distinct, dead = _counts(pg_schema)
