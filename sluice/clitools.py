@@ -137,7 +137,8 @@ def stop_signals_interrupt(
     An exception a signal handler raises is lost when the handler runs inside a weakref callback
     or ``__del__`` (Python prints "Exception ignored in" and goes on): a stop signal then did not
     stop the run. So the handler also arms a timer, and while no :class:`Interrupted` is being
-    handled the timer raises it again.
+    handled the timer raises it again. The lost one is not printed as a traceback either: the
+    command ends with its one-line message, as for a signal that was not lost.
     """
     received: int | None = None
 
@@ -154,13 +155,21 @@ def stop_signals_interrupt(
         if not isinstance(sys.exc_info()[1], Interrupted):  # lost: not being handled anywhere
             raise Interrupted(received)
 
+    unraisable = sys.unraisablehook
+
+    def quiet_when_lost(dropped: Any) -> None:
+        if not isinstance(dropped.exc_value, Interrupted):  # raised again by the timer
+            unraisable(dropped)
+
     previous = {sig: signal.signal(sig, interrupt) for sig in signals}
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, redeliver)
+    sys.unraisablehook = quiet_when_lost
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = unraisable
     if received is not None:  # lost, and the body finished before the timer fired
         raise Interrupted(received)

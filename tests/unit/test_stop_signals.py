@@ -6,9 +6,12 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -45,16 +48,42 @@ def _signal_inside_del(sig: int) -> None:
 )
 @pytest.mark.parametrize("body", ["keeps running", "finishes at once"])
 def test_a_stop_signal_whose_exception_is_lost_is_raised_again(
-    sig: signal.Signals, lost_in: Callable[[int], None], body: str
+    sig: signal.Signals,
+    lost_in: Callable[[int], None],
+    body: str,
 ) -> None:
+    reported: list[object] = []  # what Python would print as "Exception ignored in ... Traceback"
     started = time.monotonic()
-    with pytest.raises(Interrupted) as caught, stop_signals_interrupt():
+    with (
+        _unraisable_recorded(reported),
+        pytest.raises(Interrupted) as caught,
+        stop_signals_interrupt(),
+    ):
         lost_in(sig)
         if body == "keeps running":
             while time.monotonic() - started < 5:
                 time.sleep(0.01)
     assert caught.value.exit_code == 128 + sig
     assert time.monotonic() - started < 2  # raised again within moments, not after the work
+    assert reported == []  # the command's one-line message is all the user sees
+
+
+@contextmanager
+def _unraisable_recorded(reported: list[object]) -> Iterator[None]:
+    before = sys.unraisablehook
+    sys.unraisablehook = reported.append
+    try:
+        yield
+    finally:
+        sys.unraisablehook = before
+
+
+def test_other_exceptions_python_drops_are_still_reported() -> None:
+    reported: list[Any] = []
+    with _unraisable_recorded(reported), stop_signals_interrupt():
+        _Finalised(lambda: 1 / 0)
+        gc.collect()
+    assert [type(r.exc_value) for r in reported] == [ZeroDivisionError]
 
 
 def test_cleanup_after_a_stop_signal_is_never_cut_short() -> None:
@@ -74,8 +103,13 @@ def test_cleanup_after_a_stop_signal_is_never_cut_short() -> None:
 
 
 def test_no_signal_no_interrupt_and_handlers_restored() -> None:
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGALRM)
+    hooks = lambda: (  # noqa: E731
+        signal.getsignal(signal.SIGINT),
+        signal.getsignal(signal.SIGALRM),
+        sys.unraisablehook,
+    )
+    before = hooks()
     with stop_signals_interrupt():
-        pass
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGALRM)) == before
+        assert hooks() != before
+    assert hooks() == before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
