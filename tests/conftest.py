@@ -6,17 +6,20 @@ unless ``SLUICE_REQUIRE_SERVICES=1`` (CI), where an unreachable service fails th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -285,21 +288,31 @@ class WorkerProcess:
         raise RuntimeError(f"worker not ready in {timeout}s: {self.log_file.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        stop_workers([self])
+        stop_processes(self.process)
 
 
-def stop_workers(workers: Iterable[WorkerProcess]) -> None:
-    """Warm shutdown of every worker, signalled together: an idle prefork worker takes about 3 s."""
-    running = [worker.process for worker in workers if worker.process.poll() is None]
-    for process in running:
-        process.terminate()
+def stop_processes(*processes: subprocess.Popen[Any], whole_group: bool = False) -> None:
+    """Warm shutdown: SIGTERM to each process, all signalled before any is waited for (an idle
+    prefork worker takes about 3 s); one still running after 30 s is killed. ``whole_group`` (a
+    process started in a session of its own): then SIGKILL whatever is left of its group.
+
+    SIGTERM goes to the main process only, never the group: a pool child killed between finishing
+    a task and its parent's ack had the task redelivered to a worker still running, which ran it
+    again (an 11th run in 10).
+    """
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
     deadline = time.monotonic() + 30
-    for process in running:
+    for process in processes:
         try:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+        if whole_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.fixture

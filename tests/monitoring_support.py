@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, service_env
+from tests.conftest import ROOT, service_env, stop_processes
 
 HANDLERS = """
 import time
@@ -104,7 +104,7 @@ def start_worker(env: dict[str, str], log_file: Path, queues: str) -> subprocess
     deadline = time.monotonic() + 60
     while not (log_file.exists() and " ready." in log_file.read_text()):
         if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
+            stop_processes(process)
             raise RuntimeError(f"worker did not start: {log_file.read_text()[-2000:]}")
         time.sleep(0.2)
     return process
@@ -124,7 +124,7 @@ def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     line = process.stderr.readline()
     match = re.search(r"(http://\S+)", line)
     if not match:
-        stop(process)
+        stop_processes(process)
         raise RuntimeError(f"sluice serve did not start: {line}{process.stderr.read()}")
     return process, match.group(1)
 
@@ -141,14 +141,3 @@ def get(url: str, timeout: float = 30) -> tuple[int, str]:
 def get_json(url: str) -> tuple[int, Any]:
     status, body = get(url)
     return status, json.loads(body)
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    """Warm shutdown (SIGTERM), killed if it takes over 30 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

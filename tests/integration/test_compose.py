@@ -22,8 +22,7 @@ import pytest
 import yaml
 
 from sluice.cdn.nginx import find_brotli_module, render_main_config
-from tests.conftest import REQUIRE_SERVICES, ROOT, service_env
-from tests.monitoring_support import stop
+from tests.conftest import REQUIRE_SERVICES, ROOT, service_env, stop_processes
 
 pytestmark = pytest.mark.integration
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -146,7 +145,7 @@ def test_every_sluice_service_starts_and_passes_its_health_check(
             assert processes[name].poll() is None, f"{name} exited: {log_tail}"
     finally:
         for process in processes.values():
-            stop(process)
+            stop_processes(process)
 
 
 def test_nginx_serves_the_mounted_config(tmp_path: Path) -> None:
@@ -188,4 +187,4 @@ def test_nginx_serves_the_mounted_config(tmp_path: Path) -> None:
                 )
                 time.sleep(0.2)
     finally:
-        stop(process)
+        stop_processes(process)

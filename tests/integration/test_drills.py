@@ -7,7 +7,6 @@ long enough for a fault to land in the middle of the run (the hosted model canno
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, Broker, require_service, service_env
+from tests.conftest import ROOT, Broker, require_service, service_env, stop_processes
 from tests.fake_openai import KEY, running_fake_openai
 from tests.worker_fixtures import wait_for
 
@@ -63,25 +62,6 @@ def _worker(
          "--prefetch-multiplier", "1", "-n", f"drill-{log.stem}@%h", "-l", "INFO", "-f", str(log)],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-
-
-def _stop(*processes: subprocess.Popen[bytes]) -> None:
-    """Celery's warm shutdown (SIGTERM to each main process only), then each whole group. All are
-    signalled first and then waited for: an idle prefork worker takes about 3 s to shut down.
-
-    Not SIGTERM to the group: a pool child killed between finishing a task and its parent's ack
-    had the task redelivered to a worker still running, which ran it again (an 11th run in 10).
-    """
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(max(0.0, deadline - time.monotonic()))
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
-        process.wait()
 
 
 def _prefix() -> str:
@@ -204,7 +184,7 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(
         injected = f"SIGKILL of worker group {victim.pid} at {_counts(pg_schema)[1]}/{FILES} files"
         out, err = run.communicate(timeout=240)
     finally:
-        _stop(survivor, victim)
+        stop_processes(survivor, victim, whole_group=True)
     assert run.returncode == 0, out[-2000:] + err[-2000:]
     rows, distinct, dead = _report(capsys, f"sigkill[{broker.kind}]", injected, pg_schema)
     assert (rows, distinct, dead) == (
@@ -338,7 +318,7 @@ def test_broker_restart_mid_run_loses_nothing(
             injected = f"{broker.restart()} at {at}/{FILES} files"
             out, err = run.communicate(timeout=300)
         finally:
-            _stop(*workers)
+            stop_processes(*workers, whole_group=True)
         assert run.returncode == 0, out[-2000:] + err[-2000:]
         rows, distinct, dead = _report(capsys, f"broker-restart[{kind}]", injected, pg_schema)
         assert distinct + dead == FILES and rows == distinct  # lost = 0, no duplicates
@@ -412,7 +392,7 @@ def test_database_outage_mid_run_loses_nothing(
                 injected = f"PostgreSQL stopped for 5 s at {at}/{FILES} files"
                 out, err = run.communicate(timeout=300)
             finally:
-                _stop(*workers)
+                stop_processes(*workers, whole_group=True)
             assert run.returncode in (0, 1), out[-2000:] + err[-2000:]
             rows, distinct, dead = _report(capsys, "postgres-outage", injected, database_url)
             assert (
@@ -469,7 +449,7 @@ def test_burst_of_10000_keeps_critical_ahead(
                     started_at[f"c{i}"] = store.get_counter("seq")
             wait_for(lambda: store.get_counter("seq") >= 10_010, 600, "all 10,010 tasks")
     finally:
-        _stop(*workers)
+        stop_processes(*workers, whole_group=True)
     order = store.hgetall_counters("order")
     started = _overtaken(order, started_at)
     received = _overtaken(store.hgetall_counters("received_order"), received_at)
@@ -534,7 +514,7 @@ def test_critical_behind_1000_low_waits_for_at_most_the_running_task(
             started_before = store.get_counter("seq")  # from when the broker has it
             wait_for(lambda: store.get_counter("seq") >= 1001, 120, "all 1,001 tasks")
     finally:
-        _stop(worker)
+        stop_processes(worker, whole_group=True)
     order = store.hgetall_counters("order")
     (critical,) = [entry for entry in order if entry.endswith("|critical")]
     jumped = max(0, int(critical.split("|", 1)[0]) - started_before - 1)

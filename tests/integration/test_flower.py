@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_processes
 from tests.integration.test_compose import free_port
-from tests.monitoring_support import monitoring_env, start_worker, stop
+from tests.monitoring_support import monitoring_env, start_worker
 
 pytestmark = pytest.mark.integration
 AUTH = "ops:flower-test-pw"
@@ -85,6 +85,4 @@ def test_flower_shows_sluice_workers_queues_and_tasks(
         assert task["name"] == "sluice.handlers.mon_echo"
         assert task["routing_key"] == "high" and '"n"' in task["args"]
     finally:
-        if worker is not None:
-            stop(worker)
-        stop(flower)
+        stop_processes(flower, *([worker] if worker is not None else []))

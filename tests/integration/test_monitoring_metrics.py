@@ -16,14 +16,13 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_processes
 from tests.monitoring_support import (
     get,
     get_json,
     monitoring_env,
     start_server,
     start_worker,
-    stop,
 )
 
 pytestmark = pytest.mark.integration
@@ -178,11 +177,9 @@ def test_metrics_after_a_real_workload(
         assert stats["cdn"]["cdn_cache_hit_ratio"]["ratio"] == 0.75
 
         # A component goes down: /health still answers, 503, naming it.
-        stop(worker)
+        stop_processes(worker)
         status, health = get_json(base + "/health")
         assert status == 503
         assert health["failed"] == ["workers"], health
     finally:
-        stop(worker)
-        if server is not None:
-            stop(server)
+        stop_processes(worker, *([server] if server is not None else []))

@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import stop_processes
 from tests.fake_openai import Recorded, running_fake_openai
 from tests.integration.test_drills import (
     _analyze,
@@ -33,7 +34,6 @@ from tests.integration.test_drills import (
     _migrate,
     _ready,
     _restartable_broker,
-    _stop,
     _tree,
     _worker,
 )
@@ -121,7 +121,7 @@ def test_redelivered_tasks_make_one_provider_call_per_request(
                     injected.append(kill_one())
             out, err = run.communicate(timeout=180)
         finally:
-            _stop(*workers.values())
+            stop_processes(*workers.values(), whole_group=True)
         assert run.returncode == 0, out[-2000:] + err[-2000:]
 
     rows, distinct, dead = _counts(pg_schema)

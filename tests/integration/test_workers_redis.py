@@ -26,7 +26,7 @@ from sluice.celery import app as celery_app
 from sluice.errors import TaskFailed
 from sluice.store import Store, get_store
 from sluice.workers import AsyncTaskQueue, DeadLetterQueue, Priority, submit_batch, submit_task
-from tests.conftest import ROOT, WorkerProcess, run_sluice, service_env, stop_workers
+from tests.conftest import ROOT, WorkerProcess, run_sluice, service_env, stop_processes
 from tests.worker_fixtures import settings_env, wait_for
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def cluster(
         with settings_env(reconfigure_celery=True, **settings):
             yield cluster
     finally:
-        stop_workers(cluster.workers)
+        stop_processes(*(worker.process for worker in cluster.workers))
 
 
 def _stats() -> dict[str, Any]:
