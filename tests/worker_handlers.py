@@ -34,22 +34,21 @@ def record_run(payload: dict[str, Any]) -> None:
     store.hincr("runs", str(payload.get("id", "")))
 
 
-#: Set in a worker's environment to count, in its main process, every task the broker hands it.
+#: Set in a worker's environment to record, in its main process, every task the broker hands it.
 RECORD_RECEIPTS = "SLUICE_TEST_RECORD_RECEIPTS"
 
 
 @task_received.connect
 def record_receipt(request: Any, **_: Any) -> None:
-    """The order in which the broker handed tasks out (``received``), whatever the pool then does:
-    a drill can tell a priority the broker broke from a pool child the OS scheduled late."""
+    """Which worker received which task, in order (``received_order``: ``seq|worker|label``),
+    whatever the pool then does: a drill can tell a priority the broker broke from a pool child
+    the OS scheduled late."""
     if not os.environ.get(RECORD_RECEIPTS):
         return
     payload = request.args[0] if request.args and isinstance(request.args[0], dict) else {}
     store = _store()
     seq = store.incr("received")
-    label = str(payload.get("label", ""))
-    if label.startswith("critical:"):
-        store.hincr("received_order", f"{seq:08d}|{label}")
+    store.hincr("received_order", f"{seq:08d}|{request.hostname}|{payload.get('label', '')}")
 
 
 class RecordHandler(TaskHandler):

@@ -408,12 +408,13 @@ def test_burst_of_10000_keeps_critical_ahead(
     """10,000 queued LOW/NORMAL/HIGH tasks; the broker hands each CRITICAL submitted into the
     backlog out next.
 
-    Asserted on the order in which workers *received* tasks from the broker (Celery's
-    ``task_received``, in each worker's main process): ahead of a CRITICAL come at most the
-    messages the workers' prefetch windows already held. The order in which tasks *started* is
-    reported too, not asserted: once a worker holds the CRITICAL, its start waits for that worker's
-    pool child while the other worker goes on starting tasks, as many as the OS scheduler allows
-    (10 were seen once on an otherwise idle machine).
+    Asserted on what the worker that received a CRITICAL had received from the broker since it
+    was published (Celery's ``task_received``, in that worker's main process, which takes one
+    message after another): at most what its prefetch window already held. Neither the start
+    order nor the receipt order across workers is asserted, only reported: while one worker holds
+    the CRITICAL (its pool child, or its main process before the signal, not yet scheduled), the
+    other goes on taking and starting tasks, as many as the OS scheduler allows: 10 starts were
+    seen once on an otherwise idle machine, and 8 receipts once in CI.
     """
     from sluice.store import RedisStore
     from sluice.workers import Priority, submit_task
@@ -452,30 +453,44 @@ def test_burst_of_10000_keeps_critical_ahead(
         stop_processes(*workers, whole_group=True)
     order = store.hgetall_counters("order")
     started = _overtaken(order, started_at)
-    received = _overtaken(store.hgetall_counters("received_order"), received_at)
+    receipts = store.hgetall_counters("received_order")
+    received = _overtaken(receipts, received_at)
+    by_its_worker = _received_by_its_worker(receipts, received_at)
     store.clear_namespace()
     store.close()
     _announce(
         capsys,
         f"drill burst[{broker.kind}]: injected 10,000 LOW/NORMAL/HIGH + 10 CRITICAL submissions; "
         f"completed {len(order)}, lost {10_010 - len(order)}; tasks the broker handed out between "
-        f"a CRITICAL's submission and its receipt: {received}; tasks started between its "
-        f"submission and its start: {started}",
+        f"a CRITICAL's submission and its receipt: {received} (by the worker that received it: "
+        f"{by_its_worker}); tasks started between its submission and its start: {started}",
     )
     assert len(order) == 10_010
-    assert len(received) == len(started) == 10
-    # What the workers already held (one message per slot) may go first; nothing still queued.
-    assert max(received) <= slots, received
+    assert len(received) == len(started) == len(by_its_worker) == 10
+    # What the worker already held (one message per slot) may go first; nothing still queued.
+    assert max(by_its_worker) <= slots, by_its_worker
 
 
 def _overtaken(order: dict[str, int], queued_at: dict[str, int]) -> list[int]:
-    """Per CRITICAL (``"seq|critical:NAME"`` entries of ``order``), how many counted events came
-    between its submission (``queued_at[NAME]``, the counter then) and its own."""
+    """Per CRITICAL (``"seq|...|critical:NAME"`` entries of ``order``), how many counted events
+    came between its submission (``queued_at[NAME]``, the counter then) and its own."""
     ahead = []
     for entry in order:
-        seq, label = entry.split("|", 1)
+        seq, label = entry.split("|", 1)[0], entry.rsplit("|", 1)[-1]
         if label.startswith("critical:"):
             ahead.append(max(0, int(seq) - queued_at[label.split(":", 1)[1]] - 1))
+    return ahead
+
+
+def _received_by_its_worker(receipts: dict[str, int], queued_at: dict[str, int]) -> list[int]:
+    """Per CRITICAL, how many tasks the worker that received it (``"seq|worker|label"`` entries)
+    had received since it was submitted (``queued_at[NAME]``, the receipt counter then)."""
+    parsed = [entry.split("|", 2) for entry in receipts]
+    ahead = []
+    for seq, worker, label in parsed:
+        if label.startswith("critical:"):
+            since = queued_at[label.split(":", 1)[1]]
+            ahead.append(sum(1 for s, w, _ in parsed if w == worker and since < int(s) < int(seq)))
     return ahead
 
 
