@@ -7,6 +7,7 @@ to change is a ``SLUICE_*`` variable, so this module holds policy, not configura
 from __future__ import annotations
 
 from sluice.settings import get_settings
+from sluice.workers.backend import result_backend_url
 from sluice.workers.brokers import declared_queues, physical_queue
 from sluice.workers.priority import PRIORITY_QUEUES
 
@@ -19,12 +20,9 @@ UNACKED_MUTEX_EXPIRE = 30
 MAX_COUNTDOWN_SECONDS = _settings.max_countdown
 
 broker_url = _settings.broker_url
-result_backend = _settings.result_backend
-if result_backend.startswith(("redis://", "rediss://")):
-    from sluice.workers.redis_backend import SCHEME_PREFIX
-
-    # Celery's Redis backend without a SUBSCRIBE per published sluice task (they are polled).
-    result_backend = SCHEME_PREFIX + result_backend
+# Celery's Redis and database backends, with two changes (sluice.workers.backend): no SUBSCRIBE per
+# published sluice task (they are polled), and no bulk arguments in extended results.
+result_backend = result_backend_url(_settings.result_backend)
 result_extended = True
 result_expires = 24 * 3600
 broker_connection_retry_on_startup = True

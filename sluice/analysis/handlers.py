@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from sluice.ai import get_provider
-from sluice.cache import EMBEDDING, get_ai_cache
 from sluice.errors import InvalidInput
 from sluice.settings import get_settings
 from sluice.workers import Priority, TaskHandler, registry, submit_task
@@ -75,30 +74,15 @@ class EmbeddingHandler(TaskHandler):
         return True
 
     def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
-        settings = get_settings()
-        cache = get_ai_cache()
-        model = settings.ai_embedding_model if settings.ai_provider == "openai" else None
-        texts = [p["text"] for p in payloads]
-        provider = get_provider(settings)
-        identity = provider.cache_identity("embedding")
-        vectors = cache.sync.get_embeddings(texts, model, provider=identity)
-        missing = [i for i, v in enumerate(vectors) if v is None]
-        if missing:
-            fresh = provider.embed([texts[i] for i in missing], model)
-            for i, vector in zip(missing, fresh.vectors, strict=True):
-                vectors[i] = vector
-            cache.sync.set_embeddings(
-                [texts[i] for i in missing], fresh.vectors, model, provider=identity
-            )
-            cache.stats.incr(EMBEDDING, "provider_calls")
-        stored = [(p, vectors[i]) for i, p in enumerate(payloads) if p.get("session_id")]
-        if stored:
-            from sluice.analysis.service import store_embeddings
+        from sluice.analysis.service import embed_texts, embedding_model, store_embeddings
 
-            store_embeddings(stored, model or "local")
-        return [
-            {"dimensions": len(v or []), "cached": i not in missing} for i, v in enumerate(vectors)
-        ]
+        settings = get_settings()
+        texts = [p["text"] for p in payloads]
+        vectors = embed_texts(texts, get_provider(settings), settings)
+        stored = [(p, vectors[i][0]) for i, p in enumerate(payloads) if p.get("session_id")]
+        if stored:
+            store_embeddings(stored, embedding_model(settings))
+        return [{"dimensions": len(vector), "cached": cached} for vector, cached in vectors]
 
 
 class SessionHandler(TaskHandler):

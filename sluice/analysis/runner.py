@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sluice.ai.base import SEVERITIES
 from sluice.ai.rules import select_rules
 from sluice.analysis.changes import ChangeSet, changes_since
+from sluice.analysis.payloads import analysis_payload, embedding_payload
 from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput, SluiceError
 from sluice.settings import Settings, get_settings
@@ -30,10 +31,14 @@ log = logging.getLogger(__name__)
 
 #: Called with (files done, files total) as results arrive.
 ProgressCallback = Callable[[int, int], None]
-#: Characters of each file that go into its embedding.
-EMBED_CHARS = 8000
-#: Bytes of source per ``analysis`` task with the local provider (about 10 ms of its work).
-LOCAL_CHUNK_BYTES = 64_000
+#: Bytes of source per ``analysis`` task with the local provider: at most this (about 0.4 s of its
+#: work on a cold cache, 20 ms on a warm one) ...
+MAX_CHUNK_BYTES = 256_000
+#: ... and at least this, however few the files.
+MIN_CHUNK_BYTES = 32_000
+#: Tasks per worker process a run is cut into (below the cap), so that a process done early finds
+#: more work instead of idling while the last chunk runs.
+CHUNKS_PER_PROCESS = 4
 #: Seconds a session task of a run on external workers may wait before the command pings them.
 PING_AFTER = 1.0
 #: Seconds a session task waits to be taken before it expires unrun (the command sends another).
@@ -206,11 +211,19 @@ def _start_worker(workers: int, settings: Settings) -> EmbeddedWorker:
     return worker
 
 
-def chunk_budget(settings: Settings) -> float:
-    """Bytes of source per ``analysis`` task: many small files share a task when the provider is
-    fast (the local one analyses a 30 KB file in a few ms, far less than a task's overhead); with
-    a remote provider every file is its own task, so slow calls run in parallel."""
-    return LOCAL_CHUNK_BYTES if settings.ai_provider == "local" else 0.0
+def chunk_budget(settings: Settings, total_bytes: int, processes: int) -> float:
+    """Bytes of source per ``analysis`` task, for ``total_bytes`` of source on ``processes`` worker
+    processes.
+
+    With the local provider many files share a task: it reviews a 30 KB file in a few ms, less than
+    a task's publish, bookkeeping and transaction. Chunks are as large as :data:`MAX_CHUNK_BYTES`
+    allows, but small enough that each process gets :data:`CHUNKS_PER_PROCESS` of them. With a
+    remote provider (0) every file is its own task, so slow calls run in parallel.
+    """
+    if settings.ai_provider != "local":
+        return 0.0
+    share = total_bytes / (CHUNKS_PER_PROCESS * max(1, processes))
+    return float(min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, share)))
 
 
 def _run_tasks(
@@ -221,43 +234,36 @@ def _run_tasks(
     settings: Settings,
     notify: ProgressCallback,
 ) -> tuple[list[Outcome], int]:
-    """``analysis`` chunks (HIGH, several files per task when the provider is fast) and
-    ``embedding`` chunks (BATCH), both published at once and polled by this process: the analyses
-    first (progress is per analysed file), then whatever embeddings are not in yet. No chord: its
-    unlock, on a result backend without native chords (the embedded one), polls on its own clock
-    and added its interval to every run.
+    """``analysis`` chunks (HIGH), published at once and polled by this process (progress is per
+    analysed file). No chord: its unlock, on a result backend without native chords (the embedded
+    one), polls on its own clock and added its interval to every run.
 
-    With async processing off, both run inline through the same handlers, retries and dead letters.
+    With a fast provider (see :func:`chunk_budget`) a chunk embeds its files too, in the same task
+    and transaction; a separate task cost more than the embedding in it, and sent every file's
+    text twice. With a remote provider the embeddings are ``embedding`` chunks (BATCH) of their own,
+    so that reviews never wait on the embedding endpoint; they are polled after the analyses.
+    With async processing off, everything runs inline through the same handlers, retries and
+    dead letters. Returns the outcomes and how many files were embedded.
     """
     from sluice.workers import submit_chunks
 
     if not files:
         return [], 0
+    weights = [len(f.content) for f in files]
+    processes = worker.concurrency if worker else settings.worker_concurrency
+    budget = chunk_budget(settings, sum(weights), processes)
+    embed_in_chunk = budget > 0
     analyses = submit_chunks(
         "analysis",
-        [
-            {
-                "session_id": session_id,
-                "path": f.path,
-                "content": f.content,
-                "language": f.language,
-                "rules": rules,
-            }
-            for f in files
-        ],
-        weights=[len(f.content) for f in files],
-        budget=chunk_budget(settings),
+        [analysis_payload(session_id, f, rules, embed_in_chunk) for f in files],
+        weights=weights,
+        budget=budget,
     )
-    embeddings = submit_chunks(
-        "embedding",
-        [
-            {"session_id": session_id, "path": f.path, "text": f.content[:EMBED_CHARS]}
-            for f in files
-        ],
-    )
+    embeddings = None
+    if not embed_in_chunk:
+        embeddings = submit_chunks("embedding", [embedding_payload(session_id, f) for f in files])
     check_worker = worker.check_alive if worker else None
     values = _collect(analyses, settings, lambda done: notify(done, len(files)), check_worker)
-    vectors = _collect(embeddings, settings, lambda done: None, check_worker)
     outcomes: list[Outcome] = []
     for index, source in enumerate(files):
         value = values[index]
@@ -265,6 +271,9 @@ def _run_tasks(
             outcomes.append((source.path, f"{type(value).__name__}: {value}"))
         else:
             outcomes.append((source.path, value))
+    if embeddings is None:
+        return outcomes, sum(1 for _, o in outcomes if isinstance(o, dict) and o.get("embedded"))
+    vectors = _collect(embeddings, settings, lambda done: None, check_worker)
     return outcomes, sum(1 for v in vectors.values() if isinstance(v, dict))
 
 
@@ -294,24 +303,27 @@ def _collect(
     values: dict[int, Any] = {}
     last_progress = time.monotonic()
     pause = _FIRST_PAUSE
-    while chunks.pending:
-        arrived = chunks.poll()
-        if arrived:
-            values.update(arrived)
-            last_progress = time.monotonic()
-            pause = _FIRST_PAUSE
-            notify(len(values))
-            continue
-        if check_worker:
-            check_worker()
-        if time.monotonic() - last_progress > settings.task_timeout:
-            raise BackendUnavailable(
-                f"no task finished for {settings.task_timeout:.0f}s; "
-                f"{chunks.size - len(values)} items are still queued and will be stored "
-                "when workers process them"
-            )
-        time.sleep(pause)
-        pause = min(pause * 2, _MAX_PAUSE)
+    try:
+        while chunks.pending:
+            arrived = chunks.poll()
+            if arrived:
+                values.update(arrived)
+                last_progress = time.monotonic()
+                pause = _FIRST_PAUSE
+                notify(len(values))
+                continue
+            if check_worker:
+                check_worker()
+            if time.monotonic() - last_progress > settings.task_timeout:
+                raise BackendUnavailable(
+                    f"no task finished for {settings.task_timeout:.0f}s; "
+                    f"{chunks.size - len(values)} items are still queued and will be stored "
+                    "when workers process them"
+                )
+            chunks.wait(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+    finally:
+        chunks.close()
     return values
 
 

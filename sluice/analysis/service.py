@@ -14,7 +14,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from sluice.ai import AIProvider, AnalysisResult, get_provider
-from sluice.cache import ANALYSIS, CacheKeyGenerator, get_ai_cache
+from sluice.analysis.payloads import EMBED_CHARS
+from sluice.cache import ANALYSIS, EMBEDDING, CacheKeyGenerator, get_ai_cache
 from sluice.db import (
     AnalysisSession,
     AnalyzedFile,
@@ -24,7 +25,7 @@ from sluice.db import (
     session_scope,
 )
 from sluice.errors import CodecError, InvalidInput
-from sluice.settings import get_settings
+from sluice.settings import Settings, get_settings
 
 
 def analyze_source(
@@ -59,9 +60,13 @@ def analyze_sources(
     """:func:`analyze_source` for many files: one summary per item, in order, and one transaction.
 
     An item is a dict of ``analyze_source``'s arguments (``session_id``, ``path``, ``content``,
-    ``language``, ``rules``). An item that fails (bad input, a provider error) gets its exception in
-    its slot and writes nothing; the others are stored together, each file's earlier rows replaced,
-    so a redelivered chunk rewrites and never duplicates. A failed write raises.
+    ``language``, ``rules``), and ``embed``: true to embed the file too (its first
+    :data:`EMBED_CHARS` characters, through the cache) and store the vector in the same
+    transaction, its summary then saying ``"embedded": true``. An item that fails (bad input, a
+    provider error) gets its exception in its slot and writes nothing; the others are stored
+    together, each file's earlier rows replaced, so a redelivered chunk rewrites and never
+    duplicates. A failed write, or a failed embedding call, raises (the chunk's files are then
+    retried alone).
     """
     settings = get_settings()
     active = provider or get_provider(settings)
@@ -76,9 +81,44 @@ def analyze_sources(
             continue
         reviewed.append(done)
         outcomes.append(done.summary)
+    to_embed = [done for done in reviewed if done.embed_text is not None]
+    vectors: list[list[float]] = []
+    if to_embed:
+        texts = [done.embed_text or "" for done in to_embed]
+        vectors = [vector for vector, _ in embed_texts(texts, active, settings)]
+        for done in to_embed:
+            done.summary["embedded"] = True
     if reviewed:
-        _store(reviewed)
+        _store(reviewed, list(zip(to_embed, vectors, strict=True)), embedding_model(settings))
     return outcomes
+
+
+def embedding_model(settings: Settings) -> str | None:
+    """The embedding model a provider is asked for (``None``: the provider's own)."""
+    return settings.ai_embedding_model if settings.ai_provider == "openai" else None
+
+
+def embed_texts(
+    texts: list[str], provider: AIProvider, settings: Settings
+) -> list[tuple[list[float], bool]]:
+    """``(vector, from the cache)`` per text, in order: cached vectors first, the rest in one
+    provider call (then cached)."""
+    cache = get_ai_cache()
+    model = embedding_model(settings)
+    identity = provider.cache_identity("embedding")
+    found = cache.sync.get_embeddings(texts, model, provider=identity)
+    missing = [i for i, vector in enumerate(found) if vector is None]
+    vectors: list[list[float]] = [vector or [] for vector in found]
+    if missing:
+        fresh = provider.embed([texts[i] for i in missing], model)
+        for i, vector in zip(missing, fresh.vectors, strict=True):
+            vectors[i] = vector
+        cache.sync.set_embeddings(
+            [texts[i] for i in missing], fresh.vectors, model, provider=identity
+        )
+        cache.stats.incr(EMBEDDING, "provider_calls")
+    cached = set(range(len(texts))) - set(missing)
+    return [(vector, i in cached) for i, vector in enumerate(vectors)]
 
 
 @dataclass
@@ -92,6 +132,8 @@ class _Reviewed:
     duration_ms: float
     result: AnalysisResult
     summary: dict[str, Any]
+    #: What to embed of the file (``None``: not asked to).
+    embed_text: str | None
 
 
 def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any) -> _Reviewed:
@@ -101,6 +143,9 @@ def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any)
     if not isinstance(path, str) or not path:
         raise InvalidInput(f"path must be a non-empty string, got {path!r}")
     content, language, rules = item["content"], item["language"], item.get("rules")
+    embed = item.get("embed", False)
+    if not isinstance(embed, bool):
+        raise InvalidInput(f"embed must be true or false, got {embed!r}")
     called = False
 
     def call_provider() -> dict[str, Any]:
@@ -141,11 +186,17 @@ def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any)
         duration_ms=(time.perf_counter() - started) * 1000,
         result=result,
         summary=summary,
+        embed_text=content[:EMBED_CHARS] if embed else None,
     )
 
 
-def _store(reviewed: list[_Reviewed]) -> None:
-    """Replace the rows of every reviewed file in one transaction (bulk deletes and inserts)."""
+def _store(
+    reviewed: list[_Reviewed],
+    vectors: list[tuple[_Reviewed, list[float]]],
+    model: str | None,
+) -> None:
+    """Replace the rows of every reviewed file, and the embeddings of ``vectors``, in one
+    transaction (bulk deletes and inserts)."""
     with session_scope() as db:
         pairs = [(done.session_id, done.path) for done in reviewed]
         delete_file_rows(db, CodeReviewResult, CodeReviewResult.file_path, pairs)
@@ -179,6 +230,10 @@ def _store(reviewed: list[_Reviewed]) -> None:
         ]
         if findings:
             db.execute(insert(CodeReviewResult), findings)
+        if vectors:
+            _replace_embeddings(
+                db, [(done.session_id, done.path, vector) for done, vector in vectors], model
+            )
 
 
 def open_session(root: str, files_total: int, provider: str, model: str) -> int:
@@ -226,18 +281,24 @@ def finding_of(row: CodeReviewResult) -> dict[str, Any]:
     }
 
 
-def store_embeddings(stored: list[tuple[dict[str, Any], Any]], model: str) -> None:
+def store_embeddings(stored: list[tuple[dict[str, Any], Any]], model: str | None) -> None:
     """Replace the embedding rows of each ``(payload, vector)`` in one transaction."""
     with session_scope() as db:
-        pairs = [(p["session_id"], p["path"]) for p, _ in stored]
-        delete_file_rows(db, FileEmbedding, FileEmbedding.path, pairs)
-        db.execute(
-            insert(FileEmbedding),
-            [
-                {"session_id": p["session_id"], "path": p["path"], "model": model, "vector": vector}
-                for p, vector in stored
-            ],
+        _replace_embeddings(
+            db, [(p["session_id"], p["path"], vector) for p, vector in stored], model
         )
+
+
+def _replace_embeddings(db: Session, rows: list[tuple[int, str, Any]], model: str | None) -> None:
+    """Replace the embedding of each ``(session_id, path, vector)``; ``model`` None: the local one."""
+    delete_file_rows(db, FileEmbedding, FileEmbedding.path, [(s, p) for s, p, _ in rows])
+    db.execute(
+        insert(FileEmbedding),
+        [
+            {"session_id": s, "path": p, "model": model or "local", "vector": vector}
+            for s, p, vector in rows
+        ],
+    )
 
 
 def record_security_alert(session_id: Any, path: Any, findings: list[Any]) -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.signals import (
     after_task_publish,
@@ -35,13 +35,15 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
 
 from sluice.monitoring import recorder
 from sluice.settings import get_settings
 from sluice.store import get_store
 from sluice.workers.brokers import physical_queue
 from sluice.workers.priority import Priority
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +279,10 @@ def pool_saturation() -> dict[str, tuple[int, int]]:
 
 def queue_wait_metrics() -> Iterator[Metric]:
     """The oldest-message age and pool saturation gauges (the wait histogram is recorded)."""
+    # Here, not at the top: every process that publishes imports this module for its signal
+    # hooks, and only the exporter collects (prometheus_client costs a CLI run 15 ms to import).
+    from prometheus_client.core import GaugeMetricFamily
+
     oldest = GaugeMetricFamily(
         "sluice_queue_oldest_message_age_seconds",
         "Age of the oldest message waiting to start, per broker queue and priority level.",

@@ -21,6 +21,7 @@ from sluice.workers import stats
 from sluice.workers.backend import polled_results
 from sluice.workers.priority import Priority, route
 from sluice.workers.results import (
+    ResultBell,
     await_ready,
     forget_quietly,
     ready_outcomes,
@@ -137,7 +138,9 @@ def _checked_chunks(
 
 
 class ChunkedBatch:
-    """The pending outcome of :func:`submit_chunks`: :meth:`poll` hands out values as they arrive."""
+    """The pending outcome of :func:`submit_chunks`: :meth:`poll` hands out values as they arrive,
+    :meth:`wait` returns when there may be more (a chunk's result was stored) or after a timeout.
+    Listening holds a connection until every value is in, or :meth:`close`."""
 
     def __init__(self, chunks: dict[str, list[int]], results: list[AsyncResult], size: int) -> None:
         self.size = size
@@ -145,6 +148,7 @@ class ChunkedBatch:
         self._waiting: dict[str, AsyncResult] = {r.id: r for r in results}
         self._retried: dict[str, int] = {}  # task id of an item retried alone -> its index
         self._app = results[0].app
+        self._bell = ResultBell(results)
 
     @property
     def pending(self) -> int:
@@ -173,7 +177,17 @@ class ChunkedBatch:
                 values += self._entries(value)
             if not isinstance(result, EagerResult):
                 forget_quietly(result)
+        if not self._waiting:
+            self.close()
         return values
+
+    def wait(self, seconds: float) -> None:
+        """Return once a pending chunk's result is stored, or after ``seconds``."""
+        self._bell.wait(seconds)
+
+    def close(self) -> None:
+        """Stop listening for results (:meth:`poll` still reads them)."""
+        self._bell.close()
 
     def _entries(self, entries: list[dict[str, Any]]) -> list[tuple[int, Any]]:
         values: list[tuple[int, Any]] = []
@@ -186,6 +200,7 @@ class ChunkedBatch:
                 retried = AsyncResult(entry["task_id"], app=self._app)
                 self._retried[retried.id] = entry["index"]
                 self._waiting[retried.id] = retried
+                self._bell.watch([retried])
         return values
 
 

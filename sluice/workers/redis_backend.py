@@ -1,7 +1,9 @@
-"""Celery's Redis result backend, minus a round trip per published sluice task.
+"""Celery's Redis result backend, minus a round trip per published sluice task and minus bulk
+arguments in extended results (:mod:`sluice.workers.backend`).
 
-Selected by ``celeryconfig`` when results go to Redis (:data:`SCHEME_PREFIX`); a module of its own so
-that a worker on another backend never imports redis-py. See :mod:`sluice.workers.backend`.
+Selected by ``celeryconfig`` when results go to Redis
+(:func:`~sluice.workers.backend.result_backend_url`); a module of its own so that a worker on another
+backend never imports redis-py. See :mod:`sluice.workers.backend`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ from typing import Any
 
 from celery.backends.redis import RedisBackend as CeleryRedisBackend
 
-from sluice.workers.backend import subscribes
-
-#: The ``result_backend`` prefix that selects this class (``<prefix>redis://...``).
-SCHEME_PREFIX = f"{__name__}:RedisBackend+"
+from sluice.workers.backend import CompactArguments, subscribes
 
 
-class RedisBackend(CeleryRedisBackend):
+class RedisBackend(CompactArguments, CeleryRedisBackend):
     def on_task_call(self, producer: Any, task_id: str) -> None:
         if subscribes():
             super().on_task_call(producer, task_id)

@@ -1,9 +1,11 @@
-"""Waiting for task results by polling the result backend.
+"""Waiting for task results by polling the result backend, woken early by its pub/sub.
 
 Celery's Redis backend delivers results over pub/sub; a task redelivered after its worker died can
 finish while nobody is subscribed, and ``AsyncResult.get()`` then stalls for minutes on a result that
 is already stored (found by the SIGKILL drill). Every wait in sluice therefore polls ``ready()`` (one
-read per interval, backing off to 50-100 ms) and reads the value only once it is there.
+read per interval, backing off to 50 ms) and reads the value only once it is there. Between reads it
+listens (:class:`ResultBell`): the read follows the moment a result is published, not the end of the
+interval, and no read is spent on an interval in which nothing finished.
 """
 
 from __future__ import annotations
@@ -35,6 +37,71 @@ def _check(deadline: float | None, what: str) -> None:
         raise BackendUnavailable(f"{what} did not finish in time")
 
 
+class ResultBell:
+    """Wakes a waiter as soon as one of the results it waits for is stored.
+
+    Celery's Redis backend publishes every result it stores on the task's key, in the transaction
+    that stores it. The bell subscribes to those keys (one command, no reply awaited) and
+    :meth:`wait` returns at the first message, or after its timeout. A hint, never the truth: results
+    are always read from the store, so one stored while nobody listened (a task redelivered after
+    its worker died) is found by the next read, at most a timeout later. Other backends, inline
+    results, or a subscription that failed: :meth:`wait` sleeps.
+    """
+
+    def __init__(self, results: Sequence[AsyncResult] = ()) -> None:
+        self._pubsub: Any = None
+        self.watch(results)
+
+    def watch(self, results: Sequence[AsyncResult]) -> None:
+        """Also wake when one of ``results`` is stored."""
+        live = [r for r in results if not isinstance(r, EagerResult)]
+        if not live:
+            return
+        backend = live[0].backend
+        client: Any = getattr(backend, "client", None)
+        if not isinstance(backend, BaseKeyValueStoreBackend) or not hasattr(client, "pubsub"):
+            return
+        try:
+            if self._pubsub is None:
+                self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+            self._pubsub.subscribe(*(backend.get_key_for_task(r.id) for r in live))
+        except Exception as exc:
+            log.info("waiting for results by polling only: %s", exc)
+            self.close()
+
+    def wait(self, seconds: float) -> None:
+        """Return when a watched result is published, or after ``seconds``."""
+        if self._pubsub is None:
+            time.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        try:
+            # None also comes back at once for a subscription's own confirmation: wait on.
+            while (left := deadline - time.monotonic()) > 0:
+                if self._pubsub.get_message(timeout=left) is not None:
+                    while self._pubsub.get_message(timeout=0) is not None:
+                        pass  # several stored at once: one read answers them all
+                    return
+        except Exception as exc:
+            log.info("waiting for results by polling only: %s", exc)
+            self.close()
+
+    def close(self) -> None:
+        """Unsubscribe (the connection goes back to its pool)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # closing a connection that already failed
+                log.debug("result bell closed uncleanly", exc_info=True)
+
+    def __enter__(self) -> ResultBell:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def wait_ready(
     results: Sequence[AsyncResult],
     timeout: float | None,
@@ -43,12 +110,13 @@ def wait_ready(
 ) -> None:
     """Block until every result is ready; ``on_wait`` runs between polls (and may raise)."""
     deadline, pause = _deadline(timeout), _FIRST_PAUSE
-    while not all(result.ready() for result in results):
-        _check(deadline, what)
-        if on_wait:
-            on_wait()
-        time.sleep(pause)
-        pause = min(pause * 2, _MAX_PAUSE)
+    with ResultBell(results) as bell:
+        while not all(result.ready() for result in results):
+            _check(deadline, what)
+            if on_wait:
+                on_wait()
+            bell.wait(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
 
 
 async def await_ready(results: Sequence[AsyncResult], timeout: float | None, what: str) -> None:

@@ -188,3 +188,14 @@ def test_an_embedding_chunk_delivered_twice_rewrites_only_its_files_rows(
     assert _embeddings(first) == expected
     assert _embeddings(second) == expected
     assert _embeddings(other) == before and sum(before.values()) == 2
+
+
+def test_a_results_bulk_arguments_are_not_stored_with_it(worker: WorkerProcess) -> None:
+    """Extended results keep name, worker and queue; a file's 40 KB of source stays out."""
+    payload = {**_payloads(_session())[0], "content": "x = 1\n" * 8000}
+    small, big = submit_task("security_alert", {"path": "a.py"}), submit_task("analysis", payload)
+    wait_ready([small, big], 60, "both tasks")
+
+    assert big.successful() and big.name == "sluice.handlers.analysis" and big.args is None
+    assert big.worker and big.queue
+    assert small.args == [{"path": "a.py"}]

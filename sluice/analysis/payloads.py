@@ -1,0 +1,35 @@
+"""What the main job's tasks carry for one file: the ``analysis`` and ``embedding`` payloads.
+
+Built by ``sluice analyze`` (:mod:`sluice.analysis.runner`) and read by the handlers
+(:mod:`sluice.analysis.service`); neither side imports the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.analysis.walker import SourceFile
+
+#: Characters of each file that go into its embedding.
+EMBED_CHARS = 8000
+
+
+def analysis_payload(
+    session_id: int, source: SourceFile, rules: list[str] | None, embed: bool
+) -> dict[str, Any]:
+    """Review ``source`` in session ``session_id``; ``embed``: embed it in the same task too."""
+    payload: dict[str, Any] = {
+        "session_id": session_id,
+        "path": source.path,
+        "content": source.content,
+        "language": source.language,
+        "rules": rules,
+    }
+    if embed:
+        payload["embed"] = True
+    return payload
+
+
+def embedding_payload(session_id: int, source: SourceFile) -> dict[str, Any]:
+    """Embed ``source`` (its first :data:`EMBED_CHARS` characters) in session ``session_id``."""
+    return {"session_id": session_id, "path": source.path, "text": source.content[:EMBED_CHARS]}
