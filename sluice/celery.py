@@ -20,6 +20,7 @@ TASK_MODULES = [
     "sluice.workers.tasks",
     "sluice.cdn.tasks",
     "sluice.workers.watchdog",  # the consumer watchdog and its canary task
+    "sluice.workers.pool",  # garbage collection in pool processes
     "sluice.monitoring.signals",  # metric flushes, CDN purge outcomes, log format and redaction
 ]
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from sluice.ai import AIProvider, AnalysisResult, get_provider
 from sluice.analysis.payloads import EMBED_CHARS
-from sluice.cache import ANALYSIS, EMBEDDING, CacheKeyGenerator, get_ai_cache
+from sluice.cache import ANALYSIS, EMBEDDING, CacheKey, CacheKeyGenerator, get_ai_cache
 from sluice.db import (
     AnalysisSession,
     AnalyzedFile,
@@ -71,16 +71,27 @@ def analyze_sources(
     settings = get_settings()
     active = provider or get_provider(settings)
     cache = get_ai_cache()
+    identity = active.cache_identity("analysis")
     outcomes: list[dict[str, Any] | Exception] = []
-    reviewed: list[_Reviewed] = []
-    for item in items:
+    keys: dict[int, CacheKey] = {}
+    for index, item in enumerate(items):
         try:
-            done = _review(item, active, cache, settings)
+            keys[index] = _analysis_key(item, settings.ai_model, identity)
         except Exception as exc:  # this file alone fails (and is retried alone)
             outcomes.append(exc)
             continue
+        outcomes.append({})  # its summary, below
+    # Every file's cached review in one round trip to L2 (a file each was a round trip each).
+    looked = cache.sync.found_many(ANALYSIS, list(keys.values()))
+    reviewed: list[_Reviewed] = []
+    for (index, key), (found, cached) in zip(keys.items(), looked, strict=True):
+        try:
+            done = _review(items[index], key, found, cached, active, cache, settings)
+        except Exception as exc:
+            outcomes[index] = exc
+            continue
         reviewed.append(done)
-        outcomes.append(done.summary)
+        outcomes[index] = done.summary
     to_embed = [done for done in reviewed if done.embed_text is not None]
     vectors: list[list[float]] = []
     if to_embed:
@@ -136,16 +147,33 @@ class _Reviewed:
     embed_text: str | None
 
 
-def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any) -> _Reviewed:
+def _analysis_key(item: dict[str, Any], model: str, identity: dict[str, Any]) -> CacheKey:
+    """The cache key of an item's review; :class:`InvalidInput` for an item that is not one."""
     session_id, path = item.get("session_id"), item.get("path")
     if not isinstance(session_id, int) or isinstance(session_id, bool) or session_id <= 0:
         raise InvalidInput(f"session_id must be a positive integer, got {session_id!r}")
     if not isinstance(path, str) or not path:
         raise InvalidInput(f"path must be a non-empty string, got {path!r}")
-    content, language, rules = item["content"], item["language"], item.get("rules")
     embed = item.get("embed", False)
     if not isinstance(embed, bool):
         raise InvalidInput(f"embed must be true or false, got {embed!r}")
+    return CacheKeyGenerator.analysis(
+        item["content"], item["language"], item.get("rules"), model, identity
+    )
+
+
+def _review(
+    item: dict[str, Any],
+    key: CacheKey,
+    found: bool,
+    cached: Any,
+    active: AIProvider,
+    cache: Any,
+    settings: Any,
+) -> _Reviewed:
+    """Review one item: its cached result when ``found``, else the provider's (then cached)."""
+    session_id, path = item["session_id"], item["path"]
+    content, language, rules = item["content"], item["language"], item.get("rules")
     called = False
 
     def call_provider() -> dict[str, Any]:
@@ -154,12 +182,10 @@ def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any)
         return active.analyze(content, language, rules, settings.ai_model).to_dict()
 
     started = time.perf_counter()
-    key = CacheKeyGenerator.analysis(
-        content, language, rules, settings.ai_model, active.cache_identity("analysis")
-    )
-    cached = cache.sync.get_or_compute(
-        ANALYSIS, key, call_provider, model=settings.ai_model, usage_of=lambda r: r.get("usage")
-    )
+    if not found:
+        cached = cache.sync.fill_missing(
+            ANALYSIS, key, call_provider, model=settings.ai_model, usage_of=lambda r: r.get("usage")
+        )
     try:
         result = AnalysisResult.from_dict(cached)
     except CodecError:
@@ -186,7 +212,7 @@ def _review(item: dict[str, Any], active: AIProvider, cache: Any, settings: Any)
         duration_ms=(time.perf_counter() - started) * 1000,
         result=result,
         summary=summary,
-        embed_text=content[:EMBED_CHARS] if embed else None,
+        embed_text=content[:EMBED_CHARS] if item.get("embed") else None,
     )
 
 

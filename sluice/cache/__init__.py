@@ -5,7 +5,7 @@ from sluice.cache.breaker import CircuitBreaker
 from sluice.cache.decorators import cached_ai_call
 from sluice.cache.fill import FillProtocol
 from sluice.cache.invalidation import Generations
-from sluice.cache.keys import CacheKeyGenerator
+from sluice.cache.keys import CacheKey, CacheKeyGenerator
 from sluice.cache.l2 import L2RedisCache
 from sluice.cache.lookup import TieredLookup
 from sluice.cache.memory import L1MemoryCache
@@ -21,6 +21,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     "reset_ai_cache",
     "cached_ai_call",
     "CacheKeyGenerator",
+    "CacheKey",
     "CacheConfig",
     # content types
     "ANALYSIS",

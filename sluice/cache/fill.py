@@ -167,6 +167,18 @@ class FillProtocol:
         found, value = self.tiers.lookup(content_type, key)
         if found:
             return cast(T, value)
+        return self.fill(content_type, key, compute, ttl, model, usage_of)
+
+    def fill(
+        self,
+        content_type: str,
+        key: CacheKey,
+        compute: Callable[[], T],
+        ttl: float | None = None,
+        model: str | None = None,
+        usage_of: UsageOf | None = None,
+    ) -> T:
+        """:meth:`run` for a key just looked up and missed (its miss is counted already)."""
 
         def fill() -> T:
             steps = self.steps(content_type, key, ttl, model, usage_of)

@@ -80,7 +80,12 @@ class TieredLookup:
 
     def lookup_many(self, content_type: str, keys: list[CacheKey]) -> list[Any | None]:
         """One value (None where missing) per key, with one L2 round trip for all L1 misses."""
-        results: list[Any | None] = [None] * len(keys)
+        return [value for _, value in self.lookup_each(content_type, keys)]
+
+    def lookup_each(self, content_type: str, keys: list[CacheKey]) -> list[tuple[bool, Any]]:
+        """``(found, value)`` per key, counted like :meth:`lookup`, with one L2 round trip for
+        all L1 misses. A cached None is found."""
+        results: list[tuple[bool, Any]] = [(False, None)] * len(keys)
         fulls = [self.generations.full_key(content_type, k.key) for k in keys]
         pending: list[tuple[int, str]] = []
         for i, (full, key) in enumerate(zip(fulls, keys, strict=True)):
@@ -90,7 +95,7 @@ class TieredLookup:
             found, value, cost = self._from_l1(full, key)
             if found:
                 self.stats.hit(content_type, "l1_hits", cost)
-                results[i] = value
+                results[i] = (True, value)
             else:
                 pending.append((i, full))
         if pending:
@@ -99,7 +104,7 @@ class TieredLookup:
                 found, value, cost = self._accept(content_type, full, keys[i], stored.get(full))
                 if found:
                     self.stats.hit(content_type, "l2_hits", cost)
-                    results[i] = value
+                    results[i] = (True, value)
                 else:
                     self.stats.miss(content_type)
         return results

@@ -154,6 +154,28 @@ class SyncAIResultCache:
             return compute()
         return self._cache.fill.run(content_type, key, compute, ttl, model, usage_of)
 
+    def found_many(self, content_type: str, keys: Sequence[CacheKey]) -> list[tuple[bool, Any]]:
+        """``(found, value)`` per key, with one L2 round trip for all L1 misses: the first half
+        of :meth:`get_or_compute` for many keys at once (hits and misses counted here)."""
+        if not self._cache.enabled:
+            return [(False, None)] * len(keys)
+        return self._cache.tiers.lookup_each(content_type, list(keys))
+
+    def fill_missing(
+        self,
+        content_type: str,
+        key: CacheKey,
+        compute: Callable[[], T],
+        ttl: float | None = None,
+        model: str | None = None,
+        usage_of: Callable[[T], Mapping[str, Any] | None] | None = None,
+    ) -> T:
+        """The second half: ``compute()``'s value for a key :meth:`found_many` just missed, made
+        once across threads and processes (another may have stored it meanwhile)."""
+        if not self._cache.enabled:
+            return compute()
+        return self._cache.fill.fill(content_type, key, compute, ttl, model, usage_of)
+
     def invalidate(self, key: str) -> None:
         self._cache.invalidate(key)
 

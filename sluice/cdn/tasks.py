@@ -10,8 +10,10 @@ from typing import Any
 
 from celery import Task
 
-from sluice.cdn.manager import get_cdn_manager
 from sluice.celery import app
+
+# sluice.cdn.manager (compression, providers, the purge queue) is imported by the task that runs:
+# every worker and every producer imports this module, and few of them ever run a CDN task.
 
 #: Longest wait before retrying a rate-limited flush; the next beat run would come anyway.
 MAX_RETRY_COUNTDOWN = 900
@@ -24,6 +26,8 @@ def flush_invalidations(self: Task) -> dict[str, Any]:
     Paths a failed purge leaves are already back in the queue; a rate-limited flush schedules a
     retry when the CDN said it may, instead of sleeping in a worker slot until the next beat.
     """
+    from sluice.cdn.manager import get_cdn_manager
+
     manager = get_cdn_manager()
     if manager.settings.provider == "none":
         return {"skipped": "no provider configured", "pending": len(manager.invalidations)}
@@ -43,6 +47,8 @@ def flush_invalidations(self: Task) -> dict[str, Any]:
 @app.task(name="sluice.cdn.compress_static")
 def compress_static() -> dict[str, Any]:
     """Precompress new or changed files in ``SLUICE_CDN_STATIC_ROOT`` (beat)."""
+    from sluice.cdn.manager import get_cdn_manager
+
     manager = get_cdn_manager()
     if manager.settings.static_root is None:
         return {"skipped": "SLUICE_CDN_STATIC_ROOT is not set"}
@@ -58,6 +64,8 @@ def compress_static() -> dict[str, Any]:
 @app.task(name="sluice.cdn.update_hit_ratio")
 def update_hit_ratio() -> dict[str, Any]:
     """Count new edge log lines and store ``cdn_cache_hit_ratio`` (beat)."""
+    from sluice.cdn.manager import get_cdn_manager
+
     manager = get_cdn_manager()
     if not manager.settings.edge_logs:
         return {"skipped": "SLUICE_CDN_EDGE_LOGS is not set"}

@@ -97,13 +97,23 @@ def submit_batch(
         entries = [e for chunk in chunks for e in run_batch.apply((name, chunk, meta)).get()]
         return BatchResult(EagerResult("inline-batch", entries, "SUCCESS"), len(payloads))
     options = route(level)
-    header = [run_batch.signature((name, chunk, meta), **options) for chunk in chunks]
+    header = [
+        run_batch.signature((name, chunk, meta), argsrepr=_shown(name, chunk, meta), **options)
+        for chunk in chunks
+    ]
     # countdown=0: on a result backend without native chords (the embedded SQLite one) the first
     # chord_unlock poll runs at once instead of after Celery's default second (a falsy countdown
     # sets no ETA, so nothing else is delayed); later polls come every result_chord_retry_interval.
     body = collect_batch.signature((), **options)
     with polled_results():  # BatchResult polls
         return BatchResult(chord(header)(body, countdown=0), len(payloads))
+
+
+def _shown(name: str, chunk: list[list[Any]], meta: dict[str, Any]) -> str:
+    """How a chunk task shows its arguments (Flower, events, worker logs): which items, not their
+    payloads (Celery's ``saferepr`` walked a 256 KB chunk for a thousand characters of source)."""
+    first, last = chunk[0][0], chunk[-1][0]
+    return f"({name!r}, <{len(chunk)} items: {first}..{last}>, {meta!r})"
 
 
 def _checked_chunks(
@@ -231,6 +241,11 @@ def submit_chunks(
     else:
         options = route(level)
         with polled_results():
-            results = [run_batch.apply_async((name, chunk, meta), **options) for chunk in chunks]
+            results = [
+                run_batch.apply_async(
+                    (name, chunk, meta), argsrepr=_shown(name, chunk, meta), **options
+                )
+                for chunk in chunks
+            ]
     indexes = {r.id: [i for i, _ in chunk] for r, chunk in zip(results, chunks, strict=True)}
     return ChunkedBatch(indexes, results, len(payloads))

@@ -294,3 +294,24 @@ def test_a_plain_task_message_keeps_celerys_own_argument_display(
     handlers.limited_call.delay("a")
     (headers,) = published_headers
     assert headers["argsrepr"] == "('a',)"
+
+
+@pytest.mark.parametrize("submit", ["chunks", "batch"])
+def test_a_chunk_message_shows_which_items_it_carries_not_their_text(
+    data_dir: Path, published_headers: list[dict[str, Any]], submit: str
+) -> None:
+    from sluice.workers import submit_chunks
+
+    payloads = [{"text": f"{i}:" + "x" * 3000} for i in range(5)]
+    if submit == "chunks":
+        submit_chunks("embedding", payloads, weights=[3000] * 5, budget=6000)
+    else:
+        submit_batch("embedding", payloads)
+    shown = [h["argsrepr"] for h in published_headers if h["task"] == "sluice.run_batch"]
+
+    expected = ["<2 items: 0..1>", "<2 items: 2..3>", "<1 items: 4..4>"]
+    assert len(shown) == (3 if submit == "chunks" else 1)
+    for text, items in zip(
+        shown, expected if submit == "chunks" else ["<5 items: 0..4>"], strict=True
+    ):
+        assert text.startswith("('embedding', " + items) and "xxx" not in text
