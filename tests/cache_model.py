@@ -68,6 +68,17 @@ def cache_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             )
             assert got == self.answer(kind, which)
 
+        @rule(p=process, kind=kinds, batch=st.lists(inputs, min_size=1, max_size=6))
+        def read_through_many(self, p: int, kind: str, batch: list[tuple[int, int, int]]) -> None:
+            """What a chunk of files does: one bulk lookup, then a fill for each miss."""
+            sync = self.caches[p].sync
+            keys = [self.key(kind, which) for which in batch]
+            looked = sync.found_many(kind, keys)
+            for which, key, (found, got) in zip(batch, keys, looked, strict=True):
+                if not found:
+                    got = sync.fill_missing(kind, key, lambda w=which: self.answer(kind, w))
+                assert got == self.answer(kind, which)
+
         @rule(p=process, kind=kinds, which=inputs)
         def read_only(self, p: int, kind: str, which: tuple[int, int, int]) -> None:
             found, got = self.caches[p].lookup(kind, self.key(kind, which))

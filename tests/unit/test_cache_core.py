@@ -612,6 +612,24 @@ class CacheContract:
         assert stats["l2_hits"] >= 1 and stats["l1_hits"] >= 1
         other.close()
 
+    def test_many_keys_in_one_lookup_then_fills_count_each_read_once(
+        self, cache: AIResultCache, spec: CacheSpec
+    ) -> None:
+        keys = [CacheKeyGenerator.analysis(code, "python") for code in ("a", "b", "c", "a")]
+        assert cache.sync.set_analysis("b", "python", None, {"n": "b"})
+        other = spec.build()  # another process: "b" is in L2 only
+        looked = other.sync.found_many(ANALYSIS, keys)
+        assert [found for found, _ in looked] == [False, True, False, False]
+        assert looked[1][1] == {"n": "b"}
+        made = [other.sync.fill_missing(ANALYSIS, keys[i], lambda i=i: {"n": i}) for i in (0, 2)]
+        assert made == [{"n": 0}, {"n": 2}]
+        stats = other.get_stats()["by_type"]["analysis"]
+        assert (stats["l2_hits"], stats["misses"], stats["provider_calls"]) == (1, 3, 2)
+        assert other.sync.found_many(ANALYSIS, keys[:3]) == [
+            (True, {"n": 0}), (True, {"n": "b"}), (True, {"n": 2}),
+        ]  # fmt: skip
+        other.close()
+
     def test_async_api_and_embeddings(self, cache: AIResultCache) -> None:
         async def scenario() -> None:
             assert await cache.set_embeddings(["a", "b"], [[0.1], [0.2]], "emb") == 2
