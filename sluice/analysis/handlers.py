@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sluice.ai import get_provider
 from sluice.errors import InvalidInput
 from sluice.settings import get_settings
 from sluice.workers import Priority, TaskHandler, registry, submit_task
 
-# sluice.analysis.service (the database layer) is imported where a handler first writes: a client
-# that only submits (``sluice analyze`` on external workers) loads these handlers for their names
-# and priorities, and never needs SQLAlchemy.
+# sluice.analysis.service (the database layer) and the AI providers are imported where a handler
+# first runs: a client that only submits (``sluice analyze`` on external workers) loads these
+# handlers for their names and priorities, and needs neither SQLAlchemy nor a provider.
 
 log = logging.getLogger(__name__)
 #: How a session ends: every file stored, some failed, or the run was stopped.
@@ -74,6 +73,7 @@ class EmbeddingHandler(TaskHandler):
         return True
 
     def execute_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        from sluice.ai import get_provider
         from sluice.analysis.service import embed_texts, embedding_model, store_embeddings
 
         settings = get_settings()
