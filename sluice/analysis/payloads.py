@@ -6,9 +6,10 @@ Built by ``sluice analyze`` (:mod:`sluice.analysis.runner`) and read by the hand
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sluice.analysis.walker import SourceFile
+if TYPE_CHECKING:
+    from sluice.analysis.walker import SourceFile
 
 #: Characters of each file that go into its embedding.
 EMBED_CHARS = 8000

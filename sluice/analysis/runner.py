@@ -19,11 +19,11 @@ from sluice.ai.base import SEVERITIES
 from sluice.ai.rules import select_rules
 from sluice.analysis.changes import ChangeSet, changes_since
 from sluice.analysis.payloads import analysis_payload, embedding_payload
-from sluice.analysis.walker import SourceFile, WalkReport, walk_tree
 from sluice.errors import BackendUnavailable, ConfigurationError, InvalidInput, SluiceError
 from sluice.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from sluice.analysis.walker import SourceFile, WalkReport
     from sluice.workers.batching import ChunkedBatch
     from sluice.workers.embedded import EmbeddedWorker
 
@@ -132,6 +132,9 @@ def run_analysis(
     try:
         if worker is None and settings.async_processing_enabled and not ledger.remote:
             _require_external_workers(settings)  # remote: the session's opening finds out
+        # Here, not at the top: the walk (and pathspec, for .gitignore) waits until the worker runs.
+        from sluice.analysis.walker import WalkReport, walk_tree
+
         walk = WalkReport()
         include = changes.__contains__ if changes is not None else None
         files = list(walk_tree(root, settings.max_file_bytes, walk, include))

@@ -109,14 +109,19 @@ def distributed_env(
     return env
 
 
-#: A ``sitecustomize`` that makes the database drivers unimportable in the process it starts in.
+#: A ``sitecustomize`` that makes the database drivers unimportable in the process it starts in,
+#: and the AI providers and the disk store too: the workers run them, the command never does.
 NO_DATABASE_LAYER = """
 import sys
 
+WORKER_ONLY = ("sluice.ai.local", "sluice.ai.openai", "sluice.ai.providers", "sluice.store.disk")
+
 class _Refuse:
     def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ("sqlalchemy", "psycopg", "alembic"):
+        if name.partition(".")[0] in ("sqlalchemy", "psycopg", "alembic", "diskcache"):
             raise ImportError(f"{name} is not installed on this CI runner (test)")
+        if name in WORKER_ONLY:
+            raise ImportError(f"{name} is loaded by the command (test)")
 
 sys.meta_path.insert(0, _Refuse())
 """

@@ -34,3 +34,22 @@ def test_a_pool_process_starts_frozen_with_a_higher_threshold() -> None:
     assert frozen > 10_000  # the imported modules' objects
     assert after == [GEN0_THRESHOLD, *before[1:]]
     assert gc.get_freeze_count() == 0 or gc.get_threshold()[0] != GEN0_THRESHOLD  # not here
+
+
+def test_a_worker_imports_what_its_handlers_use_before_it_forks_its_pool() -> None:
+    # A client loading the handlers for their names imports neither; a worker, at worker_init
+    # (before the pool forks), imports both, so its pool processes inherit them.
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from celery.signals import worker_init
+        import sluice.analysis.tasks
+        loaded = lambda: ["sqlalchemy" in sys.modules, "sluice.ai.local" in sys.modules]
+        before = loaded()
+        worker_init.send(sender=None)
+        print(json.dumps([before, loaded()]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [[False, False], [True, True]]
