@@ -17,10 +17,10 @@ def preload_for_the_pool(**_: Any) -> None:
     it at its first task. The handlers import it on first use, so that a client loading them for
     their names (``sluice analyze`` on external workers) never does; a worker always does, and
     an embedded one's two processes each spent 0.2 s on it while the run waited."""
-    from sluice.ai import get_provider
-    from sluice.analysis import service  # noqa: F401 - imported for the fork to share
-
-    get_provider()
+    # Modules only: building a provider here would fail the worker's start on a provider
+    # misconfiguration that each task reports (and dead-letters) clearly.
+    from sluice.ai import local, providers  # noqa: F401 - imported for the fork to share
+    from sluice.analysis import service  # noqa: F401
 
 
 @app.task(name="sluice.prune_analysis_sessions")

@@ -45,6 +45,8 @@ def test_a_worker_imports_what_its_handlers_use_before_it_forks_its_pool() -> No
         from celery.signals import worker_init
         import sluice.analysis.tasks
         loaded = lambda: ["sqlalchemy" in sys.modules, "sluice.ai.local" in sys.modules]
+        import os
+        os.environ.update(SLUICE_AI_PROVIDER="openai")  # no key: each task reports it, not the start
         before = loaded()
         worker_init.send(sender=None)
         print(json.dumps([before, loaded()]))
