@@ -268,7 +268,7 @@ def run(quick: bool = False, packages: tuple[str, ...] | None = None) -> list[Me
         ),
         Measurement(
             SECTION,
-            "analyze, cold cache: tasks (analysis and embedding chunks)",
+            "analyze, cold cache: tasks (analysis chunks and session tasks)",
             cold.tasks / cold.seconds,
             "tasks/s",
             "(report)",

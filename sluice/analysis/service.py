@@ -117,9 +117,8 @@ def embed_texts(
     cache = get_ai_cache()
     model = embedding_model(settings)
     identity = provider.cache_identity("embedding")
-    found = cache.sync.get_embeddings(texts, model, provider=identity)
-    missing = [i for i, vector in enumerate(found) if vector is None]
-    vectors: list[list[float]] = [vector or [] for vector in found]
+    vectors = cache.sync.get_embeddings(texts, model, provider=identity)
+    missing = [i for i, vector in enumerate(vectors) if vector is None]
     if missing:
         fresh = provider.embed([texts[i] for i in missing], model)
         for i, vector in zip(missing, fresh.vectors, strict=True):
@@ -128,8 +127,8 @@ def embed_texts(
             [texts[i] for i in missing], fresh.vectors, model, provider=identity
         )
         cache.stats.incr(EMBEDDING, "provider_calls")
-    cached = set(range(len(texts))) - set(missing)
-    return [(vector, i in cached) for i, vector in enumerate(vectors)]
+    computed = set(missing)
+    return [(vector or [], i not in computed) for i, vector in enumerate(vectors)]
 
 
 @dataclass

@@ -154,21 +154,6 @@ class FillProtocol:
 
     # -- the sync driver -----------------------------------------------------------------------
 
-    def run(
-        self,
-        content_type: str,
-        key: CacheKey,
-        compute: Callable[[], T],
-        ttl: float | None = None,
-        model: str | None = None,
-        usage_of: UsageOf | None = None,
-    ) -> T:
-        """The cached value, or ``compute()``'s, made once across threads and processes."""
-        found, value = self.tiers.lookup(content_type, key)
-        if found:
-            return cast(T, value)
-        return self.fill(content_type, key, compute, ttl, model, usage_of)
-
     def fill(
         self,
         content_type: str,
@@ -178,7 +163,8 @@ class FillProtocol:
         model: str | None = None,
         usage_of: UsageOf | None = None,
     ) -> T:
-        """:meth:`run` for a key just looked up and missed (its miss is counted already)."""
+        """``compute()``'s value for a key just looked up and missed (its miss is counted
+        already), made once across threads and processes: another may store it meanwhile."""
 
         def fill() -> T:
             steps = self.steps(content_type, key, ttl, model, usage_of)
@@ -234,7 +220,8 @@ class FillProtocol:
         model: str | None = None,
         usage_of: UsageOf | None = None,
     ) -> T:
-        """Async twin of :meth:`run`: waits are awaited and store I/O runs in a worker thread."""
+        """The cached value, or ``compute()``'s: a lookup then :meth:`fill`, with waits awaited and
+        store I/O in a worker thread."""
         found, value = await asyncio.to_thread(self.tiers.lookup, content_type, key)
         if found:
             return cast(T, value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sluice.cache.keys import CacheKey, CacheKeyGenerator
 from sluice.cache.policy import ANALYSIS, EMBEDDING, RESPONSE
@@ -150,9 +150,10 @@ class SyncAIResultCache:
         usage_of: Callable[[T], Mapping[str, Any] | None] | None = None,
     ) -> T:
         """The cached value, or ``compute()``'s, made once across threads and processes."""
-        if not self._cache.enabled:
-            return compute()
-        return self._cache.fill.run(content_type, key, compute, ttl, model, usage_of)
+        found, value = self._cache.lookup(content_type, key)
+        if found:
+            return cast(T, value)
+        return self.fill_missing(content_type, key, compute, ttl, model, usage_of)
 
     def found_many(self, content_type: str, keys: Sequence[CacheKey]) -> list[tuple[bool, Any]]:
         """``(found, value)`` per key, with one L2 round trip for all L1 misses: the first half

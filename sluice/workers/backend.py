@@ -88,11 +88,11 @@ class CompactArguments:
     """Extended results (``result_extended``) without bulk arguments: a mixin for Celery backends.
 
     Celery stores a task's arguments with each state it records (STARTED, then SUCCESS), and reads
-    the earlier state back before writing the next. For a chunk of 24 source files that was 256 KB
-    encoded twice, written twice, read and decoded once in the worker, and read again by whoever
-    polls the result. Arguments over :data:`RESULT_ARGUMENTS_LIMIT` are therefore left out (``args``
-    and ``kwargs`` are None); name, worker, queue and retries are kept. The arguments stay in the
-    message, and Flower shows them from its events (``argsrepr``).
+    the earlier state back before writing the next. For a chunk of source files (up to 1 MB) that
+    was the whole chunk encoded twice, written twice, read and decoded once in the worker, and read
+    again by whoever polls the result. Arguments over :data:`RESULT_ARGUMENTS_LIMIT` are therefore
+    left out (``args`` and ``kwargs`` are None); name, worker, queue and retries are kept. The
+    arguments stay in the message, and Flower shows them from its events (``argsrepr``).
     """
 
     def _get_result_meta(

@@ -1,7 +1,7 @@
 """What every prefork pool process does when it starts: garbage collection tuned for task work.
 
 A pool process starts with everything its worker imported (about 77,000 objects) and then allocates
-heavily: a chunk of 24 files makes tens of thousands of findings, dicts and strings. CPython's
+heavily: a chunk of sixty files makes tens of thousands of findings, dicts and strings. CPython's
 collector ran about 700 times per child during a cold 242-file review (120 ms of it, a tenth of the
 child's time), each older-generation pass walking the imported modules again. So, in each child,
 :func:`tune_garbage_collection` moves what exists at start into the permanent generation

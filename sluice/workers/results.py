@@ -50,27 +50,17 @@ class ResultBell:
 
     def __init__(self, results: Sequence[AsyncResult] = ()) -> None:
         self._pubsub: Any = None
+        self._unheard: list[AsyncResult] = []
         self.watch(results)
 
     def watch(self, results: Sequence[AsyncResult]) -> None:
-        """Also wake when one of ``results`` is stored."""
-        live = [r for r in results if not isinstance(r, EagerResult)]
-        if not live:
-            return
-        backend = live[0].backend
-        client: Any = getattr(backend, "client", None)
-        if not isinstance(backend, BaseKeyValueStoreBackend) or not hasattr(client, "pubsub"):
-            return
-        try:
-            if self._pubsub is None:
-                self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-            self._pubsub.subscribe(*(backend.get_key_for_task(r.id) for r in live))
-        except Exception as exc:
-            log.info("waiting for results by polling only: %s", exc)
-            self.close()
+        """Also wake when one of ``results`` is stored (subscribed at the next :meth:`wait`, so
+        a waiter whose results are in at its first read never opens a connection)."""
+        self._unheard += [r for r in results if not isinstance(r, EagerResult)]
 
     def wait(self, seconds: float) -> None:
         """Return when a watched result is published, or after ``seconds``."""
+        self._subscribe()
         if self._pubsub is None:
             time.sleep(seconds)
             return
@@ -86,8 +76,25 @@ class ResultBell:
             log.info("waiting for results by polling only: %s", exc)
             self.close()
 
+    def _subscribe(self) -> None:
+        unheard, self._unheard = self._unheard, []
+        if not unheard:
+            return
+        backend = unheard[0].backend
+        client: Any = getattr(backend, "client", None)
+        if not isinstance(backend, BaseKeyValueStoreBackend) or not hasattr(client, "pubsub"):
+            return
+        try:
+            if self._pubsub is None:
+                self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+            self._pubsub.subscribe(*(backend.get_key_for_task(r.id) for r in unheard))
+        except Exception as exc:
+            log.info("waiting for results by polling only: %s", exc)
+            self.close()
+
     def close(self) -> None:
-        """Unsubscribe (the connection goes back to its pool)."""
+        """Stop listening (the connection goes back to its pool); :meth:`wait` then sleeps."""
+        self._unheard = []
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:

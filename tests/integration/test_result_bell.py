@@ -109,3 +109,21 @@ def test_a_bell_on_an_unreachable_backend_falls_back_to_sleeping(redis_results: 
             started = time.monotonic()
             bell.wait(0.3)
             assert time.monotonic() - started >= 0.3
+
+
+def test_a_waiter_whose_results_are_in_opens_no_connection(
+    redis_results: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[int] = []
+    client = app.backend.client
+    pubsub = client.pubsub
+    monkeypatch.setattr(client, "pubsub", lambda **kw: opened.append(1) or pubsub(**kw))
+    done = AsyncResult(uuid.uuid4().hex, app=app)
+    app.backend.store_result(done.id, 1, "SUCCESS")
+    wait_ready([done], LONG, "a result already in")
+    assert opened == []  # read once, never waited
+    later = AsyncResult(uuid.uuid4().hex, app=app)
+    storing = _store_later(later.id)
+    wait_ready([later], LONG, "a result stored later")
+    storing.join()
+    assert opened == [1]
