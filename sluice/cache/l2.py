@@ -117,11 +117,18 @@ class L2RedisCache:
                 self._corrupt(content_type, key, exc)
         return found
 
-    def set_encoded(self, content_type: str, key: str, data: bytes, ttl: float) -> bool:
-        """Store bytes; False when they were not written (an error, or the circuit open)."""
+    def set_encoded(
+        self, content_type: str, key: str, data: bytes, ttl: float, *, insist: bool = False
+    ) -> bool:
+        """Store bytes; False when they were not written (an error, or the circuit open).
+
+        ``insist`` tries the store even with the circuit open, as its probe: a fill holder's
+        write that waiters in other processes are polling for, retried at the holder's own pace.
+        Left to the breaker, it would wait out ``reset_after`` after the store came back.
+        """
         # _guarded, inlined: this is every write's path.
         breaker = self.breaker
-        if not breaker.allow():
+        if not (insist or breaker.allow()):
             return False
         started = time.perf_counter()
         try:

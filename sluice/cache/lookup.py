@@ -133,9 +133,12 @@ class TieredLookup:
         ttl: float | None = None,
         model: str | None = None,
         usage: Mapping[str, Any] | None = None,
+        *,
+        insist: bool = False,
     ) -> WriteOutcome:
         """:meth:`put`, telling why a value was not stored: ``too_large``, ``unkeyed`` or ``lost``
-        (the store did not take it, so a retry may)."""
+        (the store did not take it, so a retry may). ``insist`` writes past an open circuit
+        (:meth:`L2RedisCache.set_encoded`)."""
         ttl = self.config.ttl_for(content_type) if ttl is None else ttl
         if not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
             raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl!r}")
@@ -158,7 +161,7 @@ class TieredLookup:
             min(ttl, self.config.l1_max_ttl),
             len(encoded),
         )
-        if not self.l2.set_encoded(content_type, full, encoded, ttl):
+        if not self.l2.set_encoded(content_type, full, encoded, ttl, insist=insist):
             self._lost(content_type, "L2 did not take it")
             return "lost"
         self.stats.incr(content_type, "sets")
