@@ -262,6 +262,34 @@ class StoreContract:
         with pytest.raises(InvalidInput):
             store.set_encoded("k", "not bytes")  # type: ignore[arg-type]
 
+    def test_set_many_encoded_stores_each_and_expires_them(self, store: Store) -> None:
+        data = {key: store.codec.encode(key * 3) for key in ("a", "b", "c")}
+        store.push("c", 1)  # a list under one of the keys is replaced, as set_encoded does
+        store.set_many_encoded(data, ttl=0.3)
+        assert store.get_many_encoded([*data, "missing"]) == data
+        assert store.get("c") == "ccc"
+        store.set_many_encoded({})  # nothing to store is not an error
+        time.sleep(0.45)
+        assert store.get_many_encoded(list(data)) == {}
+        with pytest.raises(InvalidInput):
+            store.set_many_encoded({"k": "not bytes"})  # type: ignore[dict-item]
+        with pytest.raises(InvalidInput):
+            store.set_many_encoded({"": b"x"})
+
+    def test_touch_many_renews_the_keys_present_and_says_which(self, store: Store) -> None:
+        store.set_encoded("short", store.codec.encode(1), ttl=0.3)
+        store.set_encoded("forever", store.codec.encode(2))
+        present = store.touch_many(["short", "forever", "absent"], ttl=30)
+        assert present == {"short", "forever"}
+        time.sleep(0.45)  # past the first ttl: the renewal kept it
+        assert store.get("short") == 1
+        assert 0 < (store.ttl("forever") or 0) <= 30  # a key that never expired now does
+        assert store.touch_many([], ttl=30) == set()
+        assert not store.exists("absent")  # touching an absent key does not create it
+        for ttl in (None, 0, -1, float("inf")):
+            with pytest.raises(InvalidInput):
+                store.touch_many(["short"], ttl=ttl)  # type: ignore[arg-type]
+
     def test_get_encoded_of_another_kind_is_refused(self, store: Store) -> None:
         """A list is refused; a counter is refused or gives bytes the codec refuses."""
         store.push("listed", 1)

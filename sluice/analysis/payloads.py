@@ -16,16 +16,24 @@ EMBED_CHARS = 8000
 
 
 def analysis_payload(
-    session_id: int, source: SourceFile, rules: list[str] | None, embed: bool
+    session_id: int,
+    source: SourceFile,
+    rules: list[str] | None,
+    embed: bool,
+    content_ref: str | None = None,
 ) -> dict[str, Any]:
-    """Review ``source`` in session ``session_id``; ``embed``: embed it in the same task too."""
+    """Review ``source`` in session ``session_id``; ``embed``: embed it in the same task too.
+    ``content_ref``: its text's claim check (:mod:`sluice.analysis.sources`), sent instead of it."""
     payload: dict[str, Any] = {
         "session_id": session_id,
         "path": source.path,
-        "content": source.content,
         "language": source.language,
         "rules": rules,
     }
+    if content_ref is None:
+        payload["content"] = source.content
+    else:
+        payload["content_ref"] = content_ref
     if embed:
         payload["embed"] = True
     return payload

@@ -247,6 +247,8 @@ def _run_tasks(
     and transaction; a separate task cost more than the embedding in it, and sent every file's
     text twice. With a remote provider the embeddings are ``embedding`` chunks (BATCH) of their own,
     so that reviews never wait on the embedding endpoint; they are polled after the analyses.
+    On Redis the chunks carry claim checks of the files' texts, stored in Redis first (see
+    :mod:`sluice.analysis.sources`): a warm re-run then sends no source at all.
     With async processing off, everything runs inline through the same handlers, retries and
     dead letters. Returns the outcomes and how many files were embedded.
     """
@@ -258,9 +260,18 @@ def _run_tasks(
     processes = worker.concurrency if worker else settings.worker_concurrency
     budget = chunk_budget(settings, sum(weights), processes)
     embed_in_chunk = budget > 0
+    refs: list[str | None] = [None] * len(files)
+    if settings.redis_url and settings.async_processing_enabled:
+        from sluice.analysis.sources import stash_sources
+        from sluice.store import get_store
+
+        refs = list(stash_sources(get_store(settings), [f.content for f in files]))
     analyses = submit_chunks(
         "analysis",
-        [analysis_payload(session_id, f, rules, embed_in_chunk) for f in files],
+        [
+            analysis_payload(session_id, f, rules, embed_in_chunk, ref)
+            for f, ref in zip(files, refs, strict=True)
+        ],
         weights=weights,
         budget=budget,
     )

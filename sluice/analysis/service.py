@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from sluice.ai import AIProvider, AnalysisResult, get_provider
 from sluice.analysis.payloads import EMBED_CHARS
+from sluice.analysis.sources import resolve_sources
 from sluice.cache import ANALYSIS, EMBEDDING, CacheKey, CacheKeyGenerator, get_ai_cache
 from sluice.db import (
     AnalysisSession,
@@ -24,8 +25,9 @@ from sluice.db import (
     FileEmbedding,
     session_scope,
 )
-from sluice.errors import CodecError, InvalidInput
+from sluice.errors import CodecError, InvalidInput, SluiceError
 from sluice.settings import Settings, get_settings
+from sluice.store import get_store
 
 
 def analyze_source(
@@ -60,7 +62,8 @@ def analyze_sources(
     """:func:`analyze_source` for many files: one summary per item, in order, and one transaction.
 
     An item is a dict of ``analyze_source``'s arguments (``session_id``, ``path``, ``content``,
-    ``language``, ``rules``), and ``embed``: true to embed the file too (its first
+    ``language``, ``rules``; or ``content_ref`` instead of ``content``, the claim check of a text in
+    the store, see :mod:`sluice.analysis.sources`), and ``embed``: true to embed the file too (its first
     :data:`EMBED_CHARS` characters, through the cache) and store the vector in the same
     transaction, its summary then saying ``"embedded": true``. An item that fails (bad input, a
     provider error) gets its exception in its slot and writes nothing; the others are stored
@@ -74,7 +77,12 @@ def analyze_sources(
     identity = active.cache_identity("analysis")
     outcomes: list[dict[str, Any] | Exception] = []
     keys: dict[int, CacheKey] = {}
-    for index, item in enumerate(items):
+    resolved: dict[int, dict[str, Any]] = {}
+    for index, item in enumerate(_with_sources(items)):
+        if isinstance(item, Exception):
+            outcomes.append(item)
+            continue
+        resolved[index] = item
         try:
             keys[index] = _analysis_key(item, settings.ai_model, identity)
         except Exception as exc:  # this file alone fails (and is retried alone)
@@ -86,7 +94,7 @@ def analyze_sources(
     reviewed: list[_Reviewed] = []
     for (index, key), (found, cached) in zip(keys.items(), looked, strict=True):
         try:
-            done = _review(items[index], key, found, cached, active, cache, settings)
+            done = _review(resolved[index], key, found, cached, active, cache, settings)
         except Exception as exc:
             outcomes[index] = exc
             continue
@@ -102,6 +110,13 @@ def analyze_sources(
     if reviewed:
         _store(reviewed, list(zip(to_embed, vectors, strict=True)), embedding_model(settings))
     return outcomes
+
+
+def _with_sources(items: list[dict[str, Any]]) -> list[dict[str, Any] | SluiceError]:
+    """The items with their claim-checked sources fetched (one round trip), or as they are."""
+    if not any("content_ref" in item for item in items):
+        return list(items)
+    return resolve_sources(get_store(), items)
 
 
 def embedding_model(settings: Settings) -> str | None:

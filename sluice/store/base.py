@@ -179,6 +179,15 @@ class Store(ABC):
         """Store bytes made by this store's codec, as :meth:`set` would store their value."""
 
     @abstractmethod
+    def set_many_encoded(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """:meth:`set_encoded` of several keys in one round trip, each with the same ``ttl``."""
+
+    @abstractmethod
+    def touch_many(self, keys: Iterable[str], ttl: float) -> frozenset[str]:
+        """Make the keys present expire ``ttl`` seconds from now, in one round trip; returns
+        which keys were present."""
+
+    @abstractmethod
     def ttl(self, key: str) -> float | None:
         """Seconds until ``key`` expires; None when it is absent or never expires."""
 
@@ -545,6 +554,11 @@ def _check_ttl(ttl: float, name: str = "ttl") -> float:
 def check_ttl(ttl: float | None) -> float | None:
     """Validate an optional ttl: None (never expires) or a positive finite number of seconds."""
     return None if ttl is None else _check_ttl(ttl)
+
+
+def require_ttl(ttl: float) -> float:
+    """Validate a ttl that must be given: a positive finite number of seconds."""
+    return _check_ttl(ttl)
 
 
 def check_amount(amount: int) -> int:

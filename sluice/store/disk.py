@@ -36,6 +36,7 @@ from sluice.store.base import (
     check_count,
     check_key,
     check_ttl,
+    require_ttl,
 )
 from sluice.store.codec import Codec
 from sluice.store.quota import LEDGER_TTL, Ledger
@@ -322,6 +323,17 @@ class DiskStore(Store):
             for full, data in encoded.items():
                 self._replace(cache, full)
                 cache.set(full, data, expire=ttl)
+
+    def set_many_encoded(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """See :meth:`Store.set_many_encoded`."""
+        for key, data in mapping.items():
+            self.set_encoded(key, data, ttl)
+
+    def touch_many(self, keys: Iterable[str], ttl: float) -> frozenset[str]:
+        """See :meth:`Store.touch_many`."""
+        ttl = require_ttl(ttl)
+        with self._guard():
+            return frozenset(k for k in keys if self._cache.touch(self._key(k), expire=ttl))
 
     def ttl(self, key: str) -> float | None:
         """See :meth:`Store.ttl`."""

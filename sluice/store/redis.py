@@ -33,6 +33,7 @@ from sluice.store.base import (
     check_count,
     check_key,
     check_ttl,
+    require_ttl,
 )
 from sluice.store.codec import Codec
 from sluice.store.quota import DAY, LEDGER_TTL, PENDING_RECHECK
@@ -409,6 +410,32 @@ class RedisStore(Store):
             self._direct("SET", full, data)
         else:
             self._direct("SET", full, data, "PX", _ms(ttl))
+
+    def set_many_encoded(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """See :meth:`Store.set_many_encoded`."""
+        ttl = check_ttl(ttl)
+        for data in mapping.values():
+            if not isinstance(data, bytes):
+                raise InvalidInput(f"set_many_encoded needs bytes, got {type(data).__name__}")
+        if not mapping:
+            return
+        with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            for key, data in mapping.items():
+                pipe.set(self._key(key), data, px=None if ttl is None else _ms(ttl))
+            pipe.execute()
+
+    def touch_many(self, keys: Iterable[str], ttl: float) -> frozenset[str]:
+        """See :meth:`Store.touch_many`."""
+        names, ms = list(keys), _ms(require_ttl(ttl))
+        if not names:
+            return frozenset()
+        with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            for key in names:
+                pipe.pexpire(self._key(key), ms)
+            present = pipe.execute()
+        return frozenset(key for key, found in zip(names, present, strict=True) if found)
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """See :meth:`Store.add`."""

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from sluice.analysis import WalkReport, walk_tree
+from sluice.analysis.sources import source_ref
+from sluice.store import RedisStore
 from tests.conftest import EXAMPLES, WorkerProcess, run_sluice, service_env
 
 FINDINGS_SQL = sa.text(
@@ -109,6 +112,19 @@ def distributed_env(
     return env
 
 
+#: A ``sitecustomize`` part that records each task the command publishes (its name and arguments)
+#: in ``published.jsonl`` beside itself.
+RECORD_PUBLISHED = """
+import json, os
+from celery.signals import before_task_publish
+
+@before_task_publish.connect
+def _record(sender=None, body=None, **kwargs):
+    path = os.path.join(os.path.dirname(__file__), "published.jsonl")
+    with open(path, "a") as out:
+        out.write(json.dumps([sender, body[0]]) + "\\n")
+"""
+
 #: A ``sitecustomize`` that makes the database drivers unimportable in the process it starts in,
 #: and the AI providers and the disk store too: the workers run them, the command never does.
 NO_DATABASE_LAYER = """
@@ -138,7 +154,7 @@ def test_distributed_run_matches_embedded_findings(
     env = distributed_env
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(NO_DATABASE_LAYER)
+    (site / "sitecustomize.py").write_text(NO_DATABASE_LAYER + RECORD_PUBLISHED)
     client_env = {
         **env,
         "PYTHONPATH": str(site),
@@ -163,6 +179,16 @@ def test_distributed_run_matches_embedded_findings(
         assert conn.execute(sa.text("SELECT status FROM analysis_sessions")).scalars().all() == [
             "completed"
         ]
+    # The chunks carried claim checks, not the files' text; the texts went through the store.
+    published = [json.loads(line) for line in (site / "published.jsonl").read_text().splitlines()]
+    items = [i for name, args in published if name == "sluice.run_batch" for _, i in args[1]]
+    texts = {source.path: source.content for source in walk_tree(EXAMPLES, 10**6, WalkReport())}
+    assert sorted(item["path"] for item in items) == sorted(texts)
+    assert all("content" not in item for item in items)
+    assert {item["content_ref"] for item in items} == {source_ref(t) for t in texts.values()}
+    store = RedisStore(env["SLUICE_REDIS_URL"], prefix=env.get("SLUICE_KEY_PREFIX", "sluice:"))
+    stored = store.get_many_encoded(["src:" + item["content_ref"] for item in items])
+    assert len(stored) == len(set(texts.values()))
 
 
 def test_distributed_run_without_workers_fails_clearly(
