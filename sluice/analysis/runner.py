@@ -231,6 +231,22 @@ def chunk_budget(settings: Settings, total_bytes: int, processes: int) -> float:
     return float(min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, share)))
 
 
+def claim_checks(files: list[SourceFile], settings: Settings) -> list[str | None]:
+    """Each file's claim check (:mod:`sluice.analysis.sources`), its text stored in Redis; None
+    for each where the texts go in the messages: no Redis store, inline mode, or a store that
+    failed (the run goes on without it, as the cache does)."""
+    if not (settings.redis_url and settings.async_processing_enabled):
+        return [None] * len(files)
+    from sluice.analysis.sources import stash_sources
+    from sluice.store import get_store
+
+    try:
+        return list(stash_sources(get_store(settings), [f.content for f in files]))
+    except BackendUnavailable as exc:
+        log.warning("sending the files' text in the tasks: the shared store failed (%s)", exc)
+        return [None] * len(files)
+
+
 def _run_tasks(
     session_id: int,
     files: list[SourceFile],
@@ -260,12 +276,7 @@ def _run_tasks(
     processes = worker.concurrency if worker else settings.worker_concurrency
     budget = chunk_budget(settings, sum(weights), processes)
     embed_in_chunk = budget > 0
-    refs: list[str | None] = [None] * len(files)
-    if settings.redis_url and settings.async_processing_enabled:
-        from sluice.analysis.sources import stash_sources
-        from sluice.store import get_store
-
-        refs = list(stash_sources(get_store(settings), [f.content for f in files]))
+    refs = claim_checks(files, settings)
     analyses = submit_chunks(
         "analysis",
         [

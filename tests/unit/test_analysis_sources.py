@@ -14,12 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice.analysis import analyze_sources
+from sluice.analysis import WalkReport, analyze_sources, walk_tree
+from sluice.analysis.payloads import analysis_payload
+from sluice.analysis.runner import claim_checks
 from sluice.analysis.service import open_session
 from sluice.analysis.sources import SOURCE_TTL, resolve_sources, source_ref, stash_sources
 from sluice.errors import BackendUnavailable, CodecError, InvalidInput
+from sluice.settings import get_settings
 from sluice.store import Codec, DiskStore, get_store
 from sluice.workers import DeadLetterQueue
+from tests.conftest import EXAMPLES
+from tests.worker_fixtures import settings_env
 
 # Any text a walker can produce, lone surrogates (from undecodable bytes) included.
 TEXTS = st.text(st.characters(codec=None), max_size=200)
@@ -140,3 +145,24 @@ def test_a_chunk_of_refs_is_reviewed_as_the_same_chunk_of_texts(
     outcomes = analyze_sources(by_ref)
     assert isinstance(outcomes[1], CodecError) and "'b.py'" in str(outcomes[1])
     assert [outcomes[0], outcomes[2]] == [{**expected[i], "cache_hit": True} for i in (0, 2)]  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # no Redis: the embedded store's worker is on this machine
+        {"SLUICE_REDIS_URL": "redis://127.0.0.1:1/0", "ASYNC_PROCESSING_ENABLED": "false"},
+        {"SLUICE_REDIS_URL": "redis://127.0.0.1:1/0"},  # a store that fails: the run goes on
+    ],
+)
+def test_the_texts_go_in_the_tasks_without_a_working_redis_store(
+    data_dir: Path, env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    files = list(walk_tree(EXAMPLES, 10**6, WalkReport()))
+    with settings_env(**env):
+        refs = claim_checks(files, get_settings())
+    assert refs == [None] * len(files)
+    failed = "the shared store failed" in caplog.text
+    assert failed == ("SLUICE_REDIS_URL" in env and "ASYNC_PROCESSING_ENABLED" not in env)
+    payload = analysis_payload(1, files[0], None, True, refs[0])
+    assert payload["content"] == files[0].content and "content_ref" not in payload
