@@ -138,10 +138,16 @@ def run_analysis(
         walk = WalkReport()
         include = changes.__contains__ if changes is not None else None
         files = list(walk_tree(root, settings.max_file_bytes, walk, include))
-        session_id = ledger.open(Path(root).resolve(), len(files))
+        refs: list[str | None] = []
+        # The texts go to Redis while a worker opens the session: that round trip costs nothing.
+        session_id = ledger.open(
+            Path(root).resolve(), len(files), lambda: refs.extend(claim_checks(files, settings))
+        )
         notify = progress or (lambda done, total: None)
         notify(0, len(files))
-        outcomes, embedded = _run_tasks(session_id, files, rule_list, worker, settings, notify)
+        outcomes, embedded = _run_tasks(
+            session_id, files, refs, rule_list, worker, settings, notify
+        )
         failed = [(path, error) for path, error in outcomes if isinstance(error, str)]
         # Before the run's own worker stops: on a real broker, it is the one that closes it.
         findings = ledger.close(session_id, "failed" if failed else "completed")
@@ -250,6 +256,7 @@ def claim_checks(files: list[SourceFile], settings: Settings) -> list[str | None
 def _run_tasks(
     session_id: int,
     files: list[SourceFile],
+    refs: list[str | None],
     rules: list[str] | None,
     worker: EmbeddedWorker | None,
     settings: Settings,
@@ -263,8 +270,8 @@ def _run_tasks(
     and transaction; a separate task cost more than the embedding in it, and sent every file's
     text twice. With a remote provider the embeddings are ``embedding`` chunks (BATCH) of their own,
     so that reviews never wait on the embedding endpoint; they are polled after the analyses.
-    On Redis the chunks carry claim checks of the files' texts, stored in Redis first (see
-    :mod:`sluice.analysis.sources`): a warm re-run then sends no source at all.
+    ``refs``: the files' claim checks (:func:`claim_checks`), sent instead of texts that are not
+    None: a warm re-run on Redis then sends no source at all.
     With async processing off, everything runs inline through the same handlers, retries and
     dead letters. Returns the outcomes and how many files were embedded.
     """
@@ -276,7 +283,6 @@ def _run_tasks(
     processes = worker.concurrency if worker else settings.worker_concurrency
     budget = chunk_budget(settings, sum(weights), processes)
     embed_in_chunk = budget > 0
-    refs = claim_checks(files, settings)
     analyses = submit_chunks(
         "analysis",
         [
@@ -363,7 +369,9 @@ class _Ledger:
         self.settings = settings
         self.remote = settings.async_processing_enabled and not settings.embedded_broker
 
-    def open(self, root: Path, files_total: int) -> int:
+    def open(self, root: Path, files_total: int, meanwhile: Callable[[], None]) -> int:
+        """Open the run's session and return its id; ``meanwhile`` runs once in between (on a
+        worker's session, while the worker opens it)."""
         provider, model = self.settings.ai_provider, self.settings.ai_model
         if self.remote:
             opened = self._call(
@@ -373,12 +381,15 @@ class _Ledger:
                     "files_total": files_total,
                     "provider": provider,
                     "model": model,
-                }
+                },
+                meanwhile,
             )
             return int(opened["session_id"])
         from sluice.analysis.service import open_session
 
-        return open_session(str(root), files_total, provider, model)
+        session_id = open_session(str(root), files_total, provider, model)
+        meanwhile()
+        return session_id
 
     def close(self, session_id: int, status: str) -> list[dict[str, Any]]:
         """Mark the session ``status``; returns its findings."""
@@ -404,8 +415,11 @@ class _Ledger:
         except Exception:  # the database may be what failed; the original error is the one to show
             log.warning("could not mark session %s as %s", session_id, status, exc_info=True)
 
-    def _call(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one session task on a worker and return its value.
+    def _call(
+        self, payload: dict[str, Any], meanwhile: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Run one session task on a worker and return its value; ``meanwhile`` runs once, after
+        the task is sent and before the wait for it.
 
         There is no ping first (a round trip of its own): only a task slow to be taken makes the
         command ask whether any worker is up. Each try expires unrun after :data:`SESSION_TTL`
@@ -415,7 +429,6 @@ class _Ledger:
         from celery.exceptions import TaskRevokedError
 
         from sluice.workers.brokers import unreachable_broker
-        from sluice.workers.results import forget_quietly, value_of, wait_ready
         from sluice.workers.submit import handler_task
 
         started, pinged = time.monotonic(), False
@@ -436,6 +449,12 @@ class _Ledger:
                 raise
             except Exception as exc:  # kombu raises each transport's own connection errors
                 raise unreachable_broker(self.settings.broker_url, exc) from None
+            if meanwhile is not None:
+                meanwhile()
+                meanwhile = None
+            # Here, after the send: its import is part of what the worker's run hides.
+            from sluice.workers.results import forget_quietly, value_of, wait_ready
+
             wait_ready(
                 [result],
                 max(deadline - time.monotonic(), 0.0),

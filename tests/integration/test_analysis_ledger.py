@@ -65,9 +65,11 @@ def test_a_session_task_that_expires_unrun_is_sent_again_and_runs_once(
             blocker = submit_task("t_record", {"id": "block", "sleep": 3}, priority="critical")
             started = time.monotonic()
             ledger = runner._Ledger(get_settings())
-            session_id = ledger.open(tmp_path, 3)
+            meanwhile: list[bool] = []  # whether the slot was free yet, per call
+            session_id = ledger.open(tmp_path, 3, lambda: meanwhile.append(blocker.ready()))
             waited = time.monotonic() - started
             assert blocker.ready()  # opened only once the slot was free
+            assert meanwhile == [False]  # once, while the first try waited, not once per try
             assert ledger.close(session_id, "completed") == []
     finally:
         worker.stop()
