@@ -271,10 +271,12 @@ class StoreContract:
         store.set_many_encoded({})  # nothing to store is not an error
         time.sleep(0.45)
         assert store.get_many_encoded(list(data)) == {}
+        for bad in ({"a": b"x", "k": "not bytes"}, {"a": b"x", "": b"x"}):
+            with pytest.raises(InvalidInput):
+                store.set_many_encoded(bad)  # type: ignore[arg-type]
+            assert store.get_encoded("a") is None  # all or nothing
         with pytest.raises(InvalidInput):
-            store.set_many_encoded({"k": "not bytes"})  # type: ignore[dict-item]
-        with pytest.raises(InvalidInput):
-            store.set_many_encoded({"": b"x"})
+            store.set_many_encoded({}, ttl=-1)
 
     def test_touch_many_renews_the_keys_present_and_says_which(self, store: Store) -> None:
         store.set_encoded("short", store.codec.encode(1), ttl=0.3)
@@ -286,6 +288,19 @@ class StoreContract:
         assert 0 < (store.ttl("forever") or 0) <= 30  # a key that never expired now does
         assert store.touch_many([], ttl=30) == set()
         assert not store.exists("absent")  # touching an absent key does not create it
+        store.set_encoded("lapsed", store.codec.encode(3), ttl=0.1)
+        time.sleep(0.2)
+        assert store.touch_many(["lapsed"], ttl=30) == set()  # an expired key is not revived
+        assert store.get("lapsed") is None
+
+    def test_touch_many_expires_a_list_whole(self, store: Store) -> None:
+        store.push("queue", "a", "b")
+        assert store.touch_many(["queue"], ttl=0.3) == {"queue"}
+        assert store.length("queue") == 2
+        time.sleep(0.45)
+        assert store.length("queue") == 0
+        store.push("queue", "new")  # no item of the old list survived its expiry
+        assert store.pop_many("queue", 10) == ["new"]
         for ttl in (None, 0, -1, float("inf")):
             with pytest.raises(InvalidInput):
                 store.touch_many(["short"], ttl=ttl)  # type: ignore[arg-type]

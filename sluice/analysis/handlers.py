@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sluice.errors import InvalidInput
+from sluice.errors import InvalidInput, SluiceError
 from sluice.settings import get_settings
 from sluice.workers import Priority, TaskHandler, registry, submit_task
 
@@ -57,6 +57,20 @@ class AnalysisHandler(TaskHandler):
                     },
                 )
         return outcomes
+
+    def dead_letter_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload with its text instead of its claim check, while the store still has it:
+        a dead letter is kept for weeks, a claim-checked text for a day."""
+        if "content_ref" not in payload:
+            return payload
+        from sluice.analysis.sources import resolve_sources
+        from sluice.store import get_store
+
+        try:
+            (resolved,) = resolve_sources(get_store(), [payload])
+        except SluiceError:  # the store is down: the ref is what there is to keep
+            return payload
+        return resolved if isinstance(resolved, dict) else payload
 
 
 class EmbeddingHandler(TaskHandler):

@@ -139,10 +139,19 @@ def run_analysis(
         include = changes.__contains__ if changes is not None else None
         files = list(walk_tree(root, settings.max_file_bytes, walk, include))
         refs: list[str | None] = []
+        failed_stash: list[Exception] = []
+
+        def stash() -> None:
+            # Raised once the session's id is known, so that the session is ended, not left open.
+            try:
+                refs.extend(claim_checks(files, settings))
+            except Exception as exc:
+                failed_stash.append(exc)
+
         # The texts go to Redis while a worker opens the session: that round trip costs nothing.
-        session_id = ledger.open(
-            Path(root).resolve(), len(files), lambda: refs.extend(claim_checks(files, settings))
-        )
+        session_id = ledger.open(Path(root).resolve(), len(files), stash)
+        if failed_stash:
+            raise failed_stash[0]
         notify = progress or (lambda done, total: None)
         notify(0, len(files))
         outcomes, embedded = _run_tasks(
@@ -248,7 +257,7 @@ def claim_checks(files: list[SourceFile], settings: Settings) -> list[str | None
 
     try:
         return list(stash_sources(get_store(settings), [f.content for f in files]))
-    except BackendUnavailable as exc:
+    except SluiceError as exc:
         log.warning("sending the files' text in the tasks: the shared store failed (%s)", exc)
         return [None] * len(files)
 

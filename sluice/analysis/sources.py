@@ -14,6 +14,7 @@ differs (a tampered or foreign value) is refused, so a ref can only ever stand f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -81,7 +82,8 @@ def resolve_sources(
         except CodecError as exc:
             # Not the text: gone, so that the next run's stash stores the text again (its
             # renewal would otherwise keep the wrong value, and fail this file, for ever).
-            store.delete(_KEY + refs[index])
+            with contextlib.suppress(SluiceError):  # then it expires; this file fails either way
+                store.delete(_KEY + refs[index])
             resolved.append(exc)
             continue
         except SluiceError as exc:
@@ -109,4 +111,7 @@ def _text_of(ref: Any, found: dict[str, bytes], path: Any) -> str:
         raise CodecError(f"the stored source of {path!r} is unreadable: {exc}") from None
     if not isinstance(encoded, bytes) or _digest(encoded) != ref:
         raise CodecError(f"the stored source of {path!r} is not the text its digest names")
-    return encoded.decode("utf-8", "surrogatepass")
+    try:
+        return encoded.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # a ref forged for bytes that no text encodes to
+        raise CodecError(f"the stored source of {path!r} is not UTF-8 text") from None

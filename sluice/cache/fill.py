@@ -130,21 +130,20 @@ class FillProtocol:
         """Yield :data:`COMPUTE`, count the provider call and store the value it is sent, then
         return it. A write the store did not take is retried until the store has been silent for
         ``stampede_wait``: the fill lock is still held, and its waiters would call the provider
-        again once its lease lapsed. The retries write past an open circuit, so the value is
-        stored within a pause of the store's return, not a breaker period later (a holder killed
-        in between would leave its request to be answered again)."""
+        again once its lease lapsed. Each try writes past an open circuit (it is the breaker's
+        probe), so the value is stored within a pause of the store's return, not a breaker period
+        later (a holder killed in between would leave its request to be answered again), and the
+        store's silence that ends the retries is the store's own, not the breaker's."""
         value = yield COMPUTE
         tiers = self.tiers
         tiers.stats.incr(content_type, "provider_calls")
         usage = usage_of(value) if usage_of else None
         pause = 0.05
-        insist = False
-        while tiers.write(content_type, key, value, ttl, model, usage, insist=insist) == "lost":
+        while tiers.write(content_type, key, value, ttl, model, usage, insist=True) == "lost":
             if self._store_gone():
                 break
             yield pause
             pause = min(pause * 2, 0.5)
-            insist = True
         return value
 
     def _just_resumed(self) -> bool:

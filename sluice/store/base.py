@@ -180,12 +180,13 @@ class Store(ABC):
 
     @abstractmethod
     def set_many_encoded(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
-        """:meth:`set_encoded` of several keys in one round trip, each with the same ``ttl``."""
+        """:meth:`set_encoded` of several keys atomically, in one round trip, with the same
+        ``ttl``."""
 
     @abstractmethod
     def touch_many(self, keys: Iterable[str], ttl: float) -> frozenset[str]:
-        """Make the keys present expire ``ttl`` seconds from now, in one round trip; returns
-        which keys were present."""
+        """Make the keys present (of any kind) expire ``ttl`` seconds from now, in one round
+        trip; returns which keys were present. An absent key stays absent."""
 
     @abstractmethod
     def ttl(self, key: str) -> float | None:
@@ -554,6 +555,13 @@ def _check_ttl(ttl: float, name: str = "ttl") -> float:
 def check_ttl(ttl: float | None) -> float | None:
     """Validate an optional ttl: None (never expires) or a positive finite number of seconds."""
     return None if ttl is None else _check_ttl(ttl)
+
+
+def check_bytes(data: bytes) -> bytes:
+    """Validate encoded data: bytes, as the store's codec makes them."""
+    if not isinstance(data, bytes):
+        raise InvalidInput(f"encoded values must be bytes, got {type(data).__name__}")
+    return data
 
 
 def require_ttl(ttl: float) -> float:

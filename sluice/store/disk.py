@@ -33,6 +33,7 @@ from sluice.store.base import (
     Subscription,
     TokenGrant,
     check_amount,
+    check_bytes,
     check_count,
     check_key,
     check_ttl,
@@ -254,9 +255,7 @@ class DiskStore(Store):
 
     def set_encoded(self, key: str, data: bytes, ttl: float | None = None) -> None:
         """See :meth:`Store.set_encoded`."""
-        full, ttl = self._key(key), check_ttl(ttl)
-        if not isinstance(data, bytes):
-            raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
+        full, ttl, data = self._key(key), check_ttl(ttl), check_bytes(data)
         cache = self._cache
         if len(data) < cache.disk_min_file_size:
             # Replacing an inline untagged row (a value or a counter): one atomic UPDATE.
@@ -317,23 +316,34 @@ class DiskStore(Store):
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """See :meth:`Store.set_many`."""
+        self.set_many_encoded({k: self.codec.encode(v) for k, v in mapping.items()}, ttl)
+
+    def set_many_encoded(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """See :meth:`Store.set_many_encoded`."""
         ttl = check_ttl(ttl)
-        encoded = {self._key(key): self.codec.encode(value) for key, value in mapping.items()}
+        encoded = {self._key(key): check_bytes(data) for key, data in mapping.items()}
         with self._txn() as cache:
             for full, data in encoded.items():
                 self._replace(cache, full)
                 cache.set(full, data, expire=ttl)
 
-    def set_many_encoded(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
-        """See :meth:`Store.set_many_encoded`."""
-        for key, data in mapping.items():
-            self.set_encoded(key, data, ttl)
-
     def touch_many(self, keys: Iterable[str], ttl: float) -> frozenset[str]:
         """See :meth:`Store.touch_many`."""
         ttl = require_ttl(ttl)
-        with self._guard():
-            return frozenset(k for k in keys if self._cache.touch(self._key(k), expire=ttl))
+        names = {key: self._key(key) for key in keys}
+        present = set()
+        with self._txn() as cache:
+            for key, full in names.items():
+                value, tag = cache.get(full, tag=True)
+                if value is None:
+                    continue
+                if tag == _LIST:  # its items expire with it, as a Redis list does
+                    head, tail = self.codec.decode(value)
+                    for index in range(head, tail):
+                        cache.touch(_item(full, index), expire=ttl)
+                cache.touch(full, expire=ttl)
+                present.add(key)
+        return frozenset(present)
 
     def ttl(self, key: str) -> float | None:
         """See :meth:`Store.ttl`."""

@@ -30,6 +30,7 @@ from sluice.store.base import (
     Subscription,
     TokenGrant,
     check_amount,
+    check_bytes,
     check_count,
     check_key,
     check_ttl,
@@ -403,9 +404,7 @@ class RedisStore(Store):
 
     def set_encoded(self, key: str, data: bytes, ttl: float | None = None) -> None:
         """See :meth:`Store.set_encoded`."""
-        full, ttl = self._key(key), check_ttl(ttl)
-        if not isinstance(data, bytes):
-            raise InvalidInput(f"set_encoded needs bytes, got {type(data).__name__}")
+        full, ttl, data = self._key(key), check_ttl(ttl), check_bytes(data)
         if ttl is None:
             self._direct("SET", full, data)
         else:
@@ -414,15 +413,13 @@ class RedisStore(Store):
     def set_many_encoded(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
         """See :meth:`Store.set_many_encoded`."""
         ttl = check_ttl(ttl)
-        for data in mapping.values():
-            if not isinstance(data, bytes):
-                raise InvalidInput(f"set_many_encoded needs bytes, got {type(data).__name__}")
-        if not mapping:
+        encoded = {self._key(key): check_bytes(data) for key, data in mapping.items()}
+        if not encoded:
             return
         with self._guard():
-            pipe = self._client.pipeline(transaction=False)
-            for key, data in mapping.items():
-                pipe.set(self._key(key), data, px=None if ttl is None else _ms(ttl))
+            pipe = self._client.pipeline(transaction=True)
+            for full, data in encoded.items():
+                pipe.set(full, data, px=None if ttl is None else _ms(ttl))
             pipe.execute()
 
     def touch_many(self, keys: Iterable[str], ttl: float) -> frozenset[str]:
@@ -468,15 +465,7 @@ class RedisStore(Store):
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """See :meth:`Store.set_many`."""
-        ttl = check_ttl(ttl)
-        encoded = {self._key(key): self.codec.encode(value) for key, value in mapping.items()}
-        if not encoded:
-            return
-        with self._guard():
-            pipe = self._client.pipeline(transaction=True)
-            for full, data in encoded.items():
-                pipe.set(full, data, px=None if ttl is None else _ms(ttl))
-            pipe.execute()
+        self.set_many_encoded({k: self.codec.encode(v) for k, v in mapping.items()}, ttl)
 
     def ttl(self, key: str) -> float | None:
         """See :meth:`Store.ttl`."""

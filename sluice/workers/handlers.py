@@ -69,6 +69,11 @@ class TaskHandler:
         """Process many payloads; return one result per payload, in order. May be ``async def``."""
         return [run_maybe_async(self.execute(p)) for p in payloads]
 
+    def dead_letter_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """What the dead letter of a failed payload keeps, to be replayed later: the payload
+        itself, unless a handler makes it self-contained (inlines what it only refers to)."""
+        return payload
+
 
 def run_maybe_async(value: Any) -> Any:
     """The value itself, or the awaited result when a handler method was ``async def``."""

@@ -129,6 +129,10 @@ class SluiceTask(Task):
         """The JSON object validated at submit and kept in a dead letter."""
         return {"args": list(args or ()), "kwargs": dict(kwargs or {})}
 
+    def kept_payload(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        """What a dead letter keeps of a call: :meth:`payload_of`, by default."""
+        return self.payload_of(args, kwargs)
+
     def call_of(self, payload: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """``args, kwargs`` from a dead letter's payload (the inverse of :meth:`payload_of`)."""
         return list(payload.get("args", [])), dict(payload.get("kwargs", {}))
@@ -275,7 +279,7 @@ class SluiceTask(Task):
         entry = dead_letters().add(
             task_id=str(request.id),
             task_name=self.label,
-            payload=self.payload_of(args, kwargs),
+            payload=self.kept_payload(args, kwargs),
             error=error,
             traceback="".join(traceback.format_exception(exc)),
             queue=level.queue,
@@ -324,6 +328,9 @@ class HandlerTask(SluiceTask):
         if kwargs or len(args or ()) != 1:
             raise InvalidInput(f"{self.name} takes one payload (a dict), got {args!r} {kwargs!r}")
         return cast(dict[str, Any], args[0])
+
+    def kept_payload(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        return registry.get(self.handler_name).dead_letter_payload(self.payload_of(args, kwargs))
 
     def call_of(self, payload: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         return [payload], {}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from sluice.analysis.sources import stash_sources
 from sluice.db import (
     AnalysisSession,
     AnalyzedFile,
@@ -24,6 +25,7 @@ from sluice.db import (
     session_scope,
 )
 from sluice.errors import TaskFailed
+from sluice.store import get_store
 from sluice.workers import ChunkedBatch, DeadLetterQueue, submit_chunks, submit_task
 from sluice.workers.results import value_of, wait_ready
 from tests.conftest import ROOT, WorkerProcess, run_sluice, service_env
@@ -129,12 +131,21 @@ def test_chunks_store_the_same_findings_as_one_task_per_file(
     assert _files(chunked) == Counter(p["path"] for p in payloads)
 
 
+@pytest.mark.parametrize("sent", ["texts", "claim checks"])
 def test_a_file_failing_in_a_chunk_is_retried_and_dead_lettered_alone(
-    worker: WorkerProcess,
+    worker: WorkerProcess, sent: str
 ) -> None:
+    """Sent as claim checks (``sluice analyze`` on Redis), the dead letter keeps the text itself:
+    it outlives the claim-checked copy by weeks."""
     payloads = _payloads(_session())
     bad = {**payloads[1], "session_id": 0, "path": "bad.py"}  # fails validation in its slot
     items = [payloads[0], bad, *payloads[1:]]
+    if sent == "claim checks":
+        refs = stash_sources(get_store(), [item["content"] for item in items])
+        items = [
+            {**{k: v for k, v in item.items() if k != "content"}, "content_ref": ref}
+            for item, ref in zip(items, refs, strict=True)
+        ]
     batch = submit_chunks("analysis", items)  # one chunk holds them all
     values = _drain(batch)
 
@@ -144,7 +155,7 @@ def test_a_file_failing_in_a_chunk_is_retried_and_dead_lettered_alone(
     assert _files(session_id) == Counter(p["path"] for p in payloads)  # each stored once
     (entry,) = DeadLetterQueue().list()
     assert entry["task_name"] == "analysis"
-    assert entry["payload"] == bad
+    assert entry["payload"] == bad  # with its text, either way
     assert entry["attempts"] == 6  # its try in the chunk, then 5 retries alone
     assert "session_id must be a positive integer" in entry["error"]
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice.analysis import WalkReport, analyze_sources, walk_tree
+from sluice.analysis import WalkReport, analyze_sources, list_sessions, run_analysis, walk_tree
+from sluice.analysis import runner as runner_module
 from sluice.analysis.payloads import analysis_payload
-from sluice.analysis.runner import claim_checks
 from sluice.analysis.service import open_session
 from sluice.analysis.sources import SOURCE_TTL, resolve_sources, source_ref, stash_sources
 from sluice.errors import BackendUnavailable, CodecError, InvalidInput
@@ -80,10 +80,11 @@ def test_a_rerun_uploads_nothing_and_renews_every_text(store: DiskStore) -> None
     texts = ["a = 1\n", "b = 2\n", "a = 1\n"]  # the same text twice is stored once
     refs = stash_sources(store, texts)
     assert refs[0] == refs[2] != refs[1]
+    store.touch_many(["src:" + ref for ref in refs], 5.0)  # as if stored nearly a day ago
     with mock.patch.object(store, "set_many_encoded", wraps=store.set_many_encoded) as upload:
         assert stash_sources(store, texts) == refs
     upload.assert_called_once_with({}, SOURCE_TTL)
-    assert all(0 < (store.ttl("src:" + ref) or 0) <= SOURCE_TTL for ref in refs)
+    assert all(SOURCE_TTL - 60 < (store.ttl("src:" + ref) or 0) <= SOURCE_TTL for ref in refs)
 
 
 def test_only_missing_texts_are_uploaded(store: DiskStore) -> None:
@@ -160,9 +161,41 @@ def test_the_texts_go_in_the_tasks_without_a_working_redis_store(
 ) -> None:
     files = list(walk_tree(EXAMPLES, 10**6, WalkReport()))
     with settings_env(**env):
-        refs = claim_checks(files, get_settings())
+        refs = runner_module.claim_checks(files, get_settings())
     assert refs == [None] * len(files)
     failed = "the shared store failed" in caplog.text
     assert failed == ("SLUICE_REDIS_URL" in env and "ASYNC_PROCESSING_ENABLED" not in env)
     payload = analysis_payload(1, files[0], None, True, refs[0])
     assert payload["content"] == files[0].content and "content_ref" not in payload
+
+
+def test_a_stash_that_fails_ends_the_session_it_overlapped(
+    sync_mode: DeadLetterQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The texts are stored while the session opens: when that fails in a way the run cannot go
+    on from, the session is ended as failed, not left open."""
+
+    def broken(*args: Any) -> list[str | None]:
+        raise RuntimeError("stash broke (test)")
+
+    monkeypatch.setattr(runner_module, "claim_checks", broken)
+    with pytest.raises(RuntimeError, match="stash broke"):
+        run_analysis(EXAMPLES)
+    (session,) = list_sessions()
+    assert session.status == "failed"
+
+
+def test_a_store_down_while_texts_are_fetched_fails_the_whole_chunk_for_its_retries(
+    sync_mode: DeadLetterQueue,
+) -> None:
+    """Not a failed file: the texts come back with the store, so the chunk raises (the task layer
+    retries it) instead of reporting every file as failed."""
+    store = get_store()
+    refs = stash_sources(store, ["a = 1\n", "b = 2\n"])
+    items = [_item(ref, f"f{i}.py") for i, ref in enumerate(refs)]
+    down = BackendUnavailable("store restarting (test)")
+    with (
+        mock.patch.object(store, "get_many_encoded", side_effect=down),
+        pytest.raises(BackendUnavailable, match="restarting"),
+    ):
+        analyze_sources(items)
