@@ -25,6 +25,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as the docs present them
     "Store",
     "get_store",
     "reset_store_cache",
+    "backend_module",
     # backends
     "RedisStore",
     "DiskStore",
@@ -64,6 +65,11 @@ def get_store(settings: Settings | None = None) -> Store:
                 del _stores[stale]
             store = _stores[(pid, settings)] = _build(settings)
         return store
+
+
+def backend_module(settings: Settings) -> str:
+    """The module of the backend ``settings`` configure (for a worker to import before it forks)."""
+    return "sluice.store.redis" if settings.redis_url else "sluice.store.disk"
 
 
 def _build(settings: Settings) -> Store:

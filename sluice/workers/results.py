@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +27,21 @@ log = logging.getLogger(__name__)
 
 _FIRST_PAUSE = 0.002
 _MAX_PAUSE = 0.05
+#: How often a bell on a SQLite result backend looks at the database's files.
+FILE_WATCH_PAUSE = 0.002
+
+
+def _signature(paths: list[str]) -> list[tuple[int, int] | None]:
+    """What changes when a database file is written: each file's modification time and size."""
+    signature: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            status = os.stat(path)
+        except OSError:
+            signature.append(None)
+        else:
+            signature.append((status.st_mtime_ns, status.st_size))
+    return signature
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -42,7 +58,9 @@ class ResultBell:
 
     Celery's Redis backend publishes every result it stores on the task's key, in the transaction
     that stores it. The bell subscribes to those keys (one command, no reply awaited) and
-    :meth:`wait` returns at the first message, or after its timeout. A hint, never the truth: results
+    :meth:`wait` returns at the first message, or after its timeout. On a SQLite database backend
+    (the embedded one) it watches the database's files instead, every :data:`FILE_WATCH_PAUSE`:
+    a stat costs microseconds, a read of the results a query. A hint, never the truth: results
     are always read from the store, so one stored while nobody listened (a task redelivered after
     its worker died) is found by the next read, at most a timeout later. Other backends, inline
     results, or a subscription that failed: :meth:`wait` sleeps.
@@ -50,6 +68,7 @@ class ResultBell:
 
     def __init__(self, results: Sequence[AsyncResult] = ()) -> None:
         self._pubsub: Any = None
+        self._files: list[str] = []
         self._unheard: list[AsyncResult] = []
         self.watch(results)
 
@@ -61,6 +80,9 @@ class ResultBell:
     def wait(self, seconds: float) -> None:
         """Return when a watched result is published, or after ``seconds``."""
         self._subscribe()
+        if self._files:
+            self._wait_for_files(seconds)
+            return
         if self._pubsub is None:
             time.sleep(seconds)
             return
@@ -76,11 +98,23 @@ class ResultBell:
             log.info("waiting for results by polling only: %s", exc)
             self.close()
 
+    def _wait_for_files(self, seconds: float) -> None:
+        deadline, before = time.monotonic() + seconds, _signature(self._files)
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(FILE_WATCH_PAUSE, left))
+            if _signature(self._files) != before:
+                return
+
     def _subscribe(self) -> None:
         unheard, self._unheard = self._unheard, []
         if not unheard:
             return
         backend = unheard[0].backend
+        url = getattr(backend, "url", None)  # a database backend's SQLAlchemy URL
+        if isinstance(url, str) and url.startswith("sqlite:///"):
+            database = url.removeprefix("sqlite:///").partition("?")[0]
+            self._files = [database, database + "-wal", database + "-journal"]
+            return
         client: Any = getattr(backend, "client", None)
         if not isinstance(backend, BaseKeyValueStoreBackend) or not hasattr(client, "pubsub"):
             return
@@ -94,7 +128,7 @@ class ResultBell:
 
     def close(self) -> None:
         """Stop listening (the connection goes back to its pool); :meth:`wait` then sleeps."""
-        self._unheard = []
+        self._unheard, self._files = [], []
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:

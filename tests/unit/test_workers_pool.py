@@ -1,12 +1,15 @@
-"""Pool processes freeze what they start with and collect the youngest generation less often."""
+"""Pool processes freeze what they start with and collect the youngest generation less often;
+their worker imports what they use before it forks them."""
 
 from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from sluice.celery import TASK_MODULES
 from sluice.workers.pool import GEN0_THRESHOLD
@@ -36,22 +39,40 @@ def test_a_pool_process_starts_frozen_with_a_higher_threshold() -> None:
     assert gc.get_freeze_count() == 0 or gc.get_threshold()[0] != GEN0_THRESHOLD  # not here
 
 
-def test_a_worker_imports_what_its_handlers_use_before_it_forks_its_pool() -> None:
-    # A client loading the handlers for their names imports neither; a worker, at worker_init
-    # (before the pool forks), imports both, so its pool processes inherit them.
+#: What a pool process would otherwise import after the fork, on the embedded defaults: the
+#: handlers' database layer and provider, the store's backend, the database driver, the result
+#: backend's module and the C parser billiard's set_pdeathsig builds in each new process.
+PREFORK_MODULES = [
+    "sqlalchemy",
+    "sluice.ai.local",
+    "sluice.store.disk",
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "sqlite3",
+    "celery.backends.database",
+    "cffi.cparser",
+]
+
+
+def test_a_worker_imports_what_its_pool_uses_before_it_forks_it(tmp_path: Path) -> None:
+    # A client loading the handlers for their names imports none; a worker, at worker_init
+    # (before the pool forks), imports them all, so its pool processes inherit them.
     script = textwrap.dedent(
-        """
+        f"""
         import json, sys
         from celery.signals import worker_init
-        import sluice.analysis.tasks
-        loaded = lambda: ["sqlalchemy" in sys.modules, "sluice.ai.local" in sys.modules]
+        import sluice.analysis.tasks, sluice.workers.pool  # of the app's include list
+        from sluice.celery import app
+        loaded = lambda: [name in sys.modules for name in {PREFORK_MODULES!r}]
         import os
         os.environ.update(SLUICE_AI_PROVIDER="openai")  # no key: each task reports it, not the start
         before = loaded()
-        worker_init.send(sender=None)
+        worker_init.send(sender=type("Worker", (), {{"app": app}})())  # as Celery sends it
         print(json.dumps([before, loaded()]))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    env = {**os.environ, "SLUICE_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [[False, False], [True, True]]
+    before, after = json.loads(done.stdout)
+    missing = [name for name, loaded in zip(PREFORK_MODULES, after, strict=True) if not loaded]
+    assert not any(before) and missing == []
