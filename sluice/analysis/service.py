@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from sluice.ai import AIProvider, AnalysisResult, get_provider
 from sluice.analysis.payloads import EMBED_CHARS
-from sluice.analysis.sources import resolve_sources
+from sluice.analysis.sources import SOURCE_PATIENCE, resolve_sources
 from sluice.cache import ANALYSIS, EMBEDDING, CacheKey, CacheKeyGenerator, get_ai_cache
 from sluice.db import (
     AnalysisSession,
@@ -116,7 +116,7 @@ def _with_sources(items: list[dict[str, Any]]) -> list[dict[str, Any] | SluiceEr
     """The items with their claim-checked sources fetched (one round trip), or as they are."""
     if not any("content_ref" in item for item in items):
         return list(items)
-    return resolve_sources(get_store(), items)
+    return resolve_sources(get_store(), items, SOURCE_PATIENCE)
 
 
 def embedding_model(settings: Settings) -> str | None:

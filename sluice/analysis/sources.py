@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +28,10 @@ from sluice.store import Codec, Store
 #: How long a stored text outlives the last run that sent it: past a queue's backlog, a task's
 #: retries and a dead letter's replay on the same day.
 SOURCE_TTL = 24 * 3600.0
+#: How long a task waits for the store to give it its texts (as long as a cache fill waits for a
+#: store to come back: ``SLUICE_CACHE_STAMPEDE_WAIT``'s default).
+SOURCE_PATIENCE = 30.0
+log = logging.getLogger(__name__)
 _KEY = "src:"
 _REF = re.compile(r"[0-9a-f]{32}")
 # Source text is not compressed: zlib costs the command more CPU than the bytes cost Redis.
@@ -62,16 +68,21 @@ def stash_sources(store: Store, texts: Sequence[str]) -> list[str]:
 
 
 def resolve_sources(
-    store: Store, items: Sequence[Mapping[str, Any]]
+    store: Store, items: Sequence[Mapping[str, Any]], patience: float = 0.0
 ) -> list[dict[str, Any] | SluiceError]:
     """Each item with its ``content_ref`` replaced by the text (one round trip for all), or the
     error that item alone fails with: a malformed ref, a text no longer stored, a value that is not
-    the text it claims to be. Items without a ref are returned as they are."""
+    the text it claims to be. Items without a ref are returned as they are.
+
+    A store that does not answer is asked again for ``patience`` seconds (then
+    :class:`BackendUnavailable` is raised): a task cannot run without its texts, and a Redis
+    restart takes seconds, during which the task layer could not republish it either.
+    """
     refs = {index: item["content_ref"] for index, item in enumerate(items) if "content_ref" in item}
     found: dict[str, bytes] = {}
     valid = [ref for ref in refs.values() if isinstance(ref, str) and _REF.fullmatch(ref)]
     if valid:
-        found = store.get_many_encoded([_KEY + ref for ref in dict.fromkeys(valid)])
+        found = _fetch(store, [_KEY + ref for ref in dict.fromkeys(valid)], patience)
     resolved: list[dict[str, Any] | SluiceError] = []
     for index, item in enumerate(items):
         if index not in refs:
@@ -94,6 +105,19 @@ def resolve_sources(
             continue
         resolved.append({**{k: v for k, v in item.items() if k != "content_ref"}, "content": text})
     return resolved
+
+
+def _fetch(store: Store, keys: list[str], patience: float) -> dict[str, bytes]:
+    deadline, pause = time.monotonic() + patience, 0.05
+    while True:
+        try:
+            return store.get_many_encoded(keys)
+        except BackendUnavailable:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("the shared store is unavailable; fetching the sources again")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _text_of(ref: Any, found: dict[str, bytes], path: Any) -> str:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sluice.analysis import WalkReport, analyze_sources, list_sessions, run_analysis, walk_tree
 from sluice.analysis import runner as runner_module
+from sluice.analysis import service as service_module
 from sluice.analysis.payloads import analysis_payload
 from sluice.analysis.service import open_session
 from sluice.analysis.sources import SOURCE_TTL, resolve_sources, source_ref, stash_sources
@@ -185,17 +186,36 @@ def test_a_stash_that_fails_ends_the_session_it_overlapped(
     assert session.status == "failed"
 
 
-def test_a_store_down_while_texts_are_fetched_fails_the_whole_chunk_for_its_retries(
-    sync_mode: DeadLetterQueue,
+@pytest.mark.parametrize("outage", ["brief", "longer than the patience"])
+def test_a_chunk_waits_out_a_brief_store_outage_then_fails_whole(
+    sync_mode: DeadLetterQueue, monkeypatch: pytest.MonkeyPatch, outage: str
 ) -> None:
-    """Not a failed file: the texts come back with the store, so the chunk raises (the task layer
-    retries it) instead of reporting every file as failed."""
+    """A task cannot run without its texts: it asks the store again for SOURCE_PATIENCE (a Redis
+    restart, during which the task layer could not republish it either), then the chunk raises
+    (and is retried) instead of reporting every file as failed."""
+    monkeypatch.setattr(service_module, "SOURCE_PATIENCE", 0.5)
     store = get_store()
-    refs = stash_sources(store, ["a = 1\n", "b = 2\n"])
-    items = [_item(ref, f"f{i}.py") for i, ref in enumerate(refs)]
-    down = BackendUnavailable("store restarting (test)")
-    with (
-        mock.patch.object(store, "get_many_encoded", side_effect=down),
-        pytest.raises(BackendUnavailable, match="restarting"),
-    ):
-        analyze_sources(items)
+    refs = stash_sources(store, [f"a = {outage!r}\n", f"b = {outage!r}\n"])
+    items = [
+        {**_item(ref, f"f{i}.py"), "session_id": open_session("/t", 2, "local", "m")}
+        for i, ref in enumerate(refs)
+    ]
+    real, failures = store.get_many_encoded, [0]
+
+    def restarting(keys: Any) -> dict[str, bytes]:
+        if not all(key.startswith("src:") for key in keys):
+            return real(keys)  # the AI cache shares this store: its reads are not the subject
+        failures[0] += 1
+        if outage != "brief" or failures[0] <= 2:
+            raise BackendUnavailable("store restarting (test)")
+        return real(keys)
+
+    with mock.patch.object(store, "get_many_encoded", side_effect=restarting):
+        if outage == "brief":
+            resolved = service_module._with_sources(items)
+            assert [r["content"] for r in resolved] == [f"a = {outage!r}\n", f"b = {outage!r}\n"]  # type: ignore[index]
+            assert failures[0] == 3
+        else:
+            with pytest.raises(BackendUnavailable, match="restarting"):
+                analyze_sources(items)  # the chunk raises: the task layer retries it
+            assert failures[0] > 2  # asked again before giving up
