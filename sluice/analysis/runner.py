@@ -139,19 +139,10 @@ def run_analysis(
         include = changes.__contains__ if changes is not None else None
         files = list(walk_tree(root, settings.max_file_bytes, walk, include))
         refs: list[str | None] = []
-        failed_stash: list[Exception] = []
-
-        def stash() -> None:
-            # Raised once the session's id is known, so that the session is ended, not left open.
-            try:
-                refs.extend(claim_checks(files, settings))
-            except Exception as exc:
-                failed_stash.append(exc)
-
         # The texts go to Redis while a worker opens the session: that round trip costs nothing.
-        session_id = ledger.open(Path(root).resolve(), len(files), stash)
-        if failed_stash:
-            raise failed_stash[0]
+        session_id = ledger.open(
+            Path(root).resolve(), len(files), lambda: refs.extend(claim_checks(files, settings))
+        )
         notify = progress or (lambda done, total: None)
         notify(0, len(files))
         outcomes, embedded = _run_tasks(
@@ -380,24 +371,29 @@ class _Ledger:
 
     def open(self, root: Path, files_total: int, meanwhile: Callable[[], None]) -> int:
         """Open the run's session and return its id; ``meanwhile`` runs once in between (on a
-        worker's session, while the worker opens it)."""
+        worker's session, while the worker opens it). If ``meanwhile`` fails, its error is raised
+        once the session is open, and the session is ended as failed rather than left open."""
         provider, model = self.settings.ai_provider, self.settings.ai_model
-        if self.remote:
-            opened = self._call(
-                {
-                    "action": "open",
-                    "root": str(root),
-                    "files_total": files_total,
-                    "provider": provider,
-                    "model": model,
-                },
-                meanwhile,
-            )
-            return int(opened["session_id"])
-        from sluice.analysis.service import open_session
+        failures: list[Exception] = []
 
-        session_id = open_session(str(root), files_total, provider, model)
-        meanwhile()
+        def guarded() -> None:
+            try:
+                meanwhile()
+            except Exception as exc:
+                failures.append(exc)
+
+        if self.remote:
+            payload = {"action": "open", "root": str(root), "files_total": files_total,
+                       "provider": provider, "model": model}  # fmt: skip
+            session_id = int(self._call(payload, guarded)["session_id"])
+        else:
+            from sluice.analysis.service import open_session
+
+            session_id = open_session(str(root), files_total, provider, model)
+            guarded()
+        if failures:
+            self.end(session_id, "failed")
+            raise failures[0]
         return session_id
 
     def close(self, session_id: int, status: str) -> list[dict[str, Any]]:

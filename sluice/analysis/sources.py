@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sluice.errors import BackendUnavailable, CodecError, InvalidInput, SluiceError
+from sluice.retrying import backoff_with_jitter
 from sluice.store import Codec, Store
 
 #: How long a stored text outlives the last run that sent it: past a queue's backlog, a task's
@@ -108,16 +109,17 @@ def resolve_sources(
 
 
 def _fetch(store: Store, keys: list[str], patience: float) -> dict[str, bytes]:
-    deadline, pause = time.monotonic() + patience, 0.05
+    deadline, attempt = time.monotonic() + patience, 0
     while True:
         try:
             return store.get_many_encoded(keys)
         except BackendUnavailable:
+            pause = backoff_with_jitter(attempt, 0.05, 1.0)
             if time.monotonic() + pause > deadline:
                 raise
             log.warning("the shared store is unavailable; fetching the sources again")
             time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            attempt += 1
 
 
 def _text_of(ref: Any, found: dict[str, bytes], path: Any) -> str:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 from typing import Any
 
 from celery.signals import worker_init
 
 from sluice.analysis import handlers  # noqa: F401 - registers analysis, embedding, security_alert
 from sluice.celery import app
-from sluice.settings import get_settings
 
 
 @worker_init.connect(weak=False)
@@ -21,20 +18,10 @@ def preload_for_the_pool(**_: Any) -> None:
     their names (``sluice analyze`` on external workers) never does; a worker always does, and
     an embedded one's two processes each spent 0.2 s on it while the run waited."""
     # Modules only: building a provider here would fail the worker's start on a provider
-    # misconfiguration that each task reports (and dead-letters) clearly; nor is any connection
-    # opened (a forked child must open its own).
-    from sqlalchemy.engine import make_url
-
+    # misconfiguration that each task reports (and dead-letters) clearly. What every handler
+    # uses (the store, the database driver) is imported by sluice.workers.pool.
     from sluice.ai import local, providers  # noqa: F401 - imported for the fork to share
     from sluice.analysis import service  # noqa: F401
-    from sluice.store import backend_module
-
-    settings = get_settings()
-    importlib.import_module(backend_module(settings))
-    # The database driver too (SQLAlchemy loads it at the first engine): 50 ms of every embedded
-    # run's one task, on a pool process that had just started.
-    with contextlib.suppress(Exception):  # a bad URL is each task's error to report
-        make_url(settings.database_url).get_dialect().import_dbapi()
 
 
 @app.task(name="sluice.prune_analysis_sessions")

@@ -10,10 +10,13 @@ child's time), each older-generation pass walking the imported modules again. So
 the parent stay shared) and collects the youngest generation every :data:`GEN0_THRESHOLD`
 allocations instead of 700. Measured on 2+2 workers, cold 242-file review: 1.98 s to 1.80 s.
 
-Before the fork, :func:`import_for_the_pool` imports two modules that each new pool process would
-otherwise import after it: the result backend's (Celery builds the backend in each child), and
-cffi's C-declaration parser (pycparser), which billiard's ``set_pdeathsig`` builds in every new child
-to declare ``prctl``: about 30 ms each, on the path of an embedded run's one task.
+Before the fork, :func:`import_for_the_pool` imports what each new pool process would otherwise
+import after it, at its first task or as it starts: the shared store's backend and the database
+driver (SQLAlchemy loads it at the first engine), the result backend's module (Celery builds the
+backend in each child), and cffi's C-declaration parser (pycparser), which billiard's
+``set_pdeathsig`` builds in every new child to declare ``prctl``. About 80 ms of an embedded run's
+one task, which runs on a pool process that has just started. Modules only, never a connection:
+a forked child opens its own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 
 from celery.app.backends import by_url
 from celery.signals import worker_init, worker_process_init
+
+from sluice.settings import get_settings
 
 #: Allocations (net of deallocations) between collections of the youngest generation.
 GEN0_THRESHOLD = 10_000
@@ -39,7 +44,16 @@ def tune_garbage_collection(**_: Any) -> None:
 
 @worker_init.connect(weak=False)
 def import_for_the_pool(sender: Any = None, **_: Any) -> None:
-    """Import the result backend's module and cffi's parser once, for every pool process."""
+    """Import, once for every pool process, the modules each would import after the fork."""
+    # Here, not at the top: every client imports this module with the app's include list.
+    from sqlalchemy.engine import make_url
+
+    from sluice.store import backend_module
+
+    settings = get_settings()
+    importlib.import_module(backend_module(settings))
+    with contextlib.suppress(Exception):  # a bad URL is each task's error to report
+        make_url(settings.database_url).get_dialect().import_dbapi()
     if sender is not None:  # the worker (Celery's WorkController), whose app is configured
         by_url(sender.app.conf.result_backend, sender.app.loader)
     with contextlib.suppress(ImportError):  # billiard uses cffi only when it is installed
